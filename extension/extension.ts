@@ -1,0 +1,109 @@
+// The VS Code side: registers the `uffd` debug adapter (an executable, the same bundle a
+// package ships), offers a configuration when there is no launch.json, and turns adapter and
+// helper failures into plain messages with a way to the log.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+
+const TYPE = 'uffd';
+
+export function activate(context: vscode.ExtensionContext): void {
+  const log = vscode.window.createOutputChannel('uffd-debug');
+  context.subscriptions.push(
+    log,
+    vscode.commands.registerCommand('uffd-debug.showLog', () => log.show(true)),
+    vscode.debug.registerDebugAdapterDescriptorFactory(TYPE, new AdapterFactory(context)),
+    vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider()),
+    vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider(),
+      vscode.DebugConfigurationProviderTriggerKind.Dynamic),
+    vscode.debug.registerDebugAdapterTrackerFactory(TYPE, new FailureTracker(log)),
+  );
+}
+
+export function deactivate(): void {
+  // Sessions end with their adapters; nothing else to release.
+}
+
+class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
+  constructor(private readonly context: vscode.ExtensionContext) {}
+
+  createDebugAdapterDescriptor(): vscode.DebugAdapterDescriptor {
+    const adapter = path.join(this.context.extensionPath, 'dist', 'adapter.js');
+    // The extension host's own Node runs the adapter: users need no Node on PATH.
+    return new vscode.DebugAdapterExecutable(process.execPath, [adapter], {
+      env: { ELECTRON_RUN_AS_NODE: '1' },
+    });
+  }
+}
+
+class ConfigurationProvider implements vscode.DebugConfigurationProvider {
+  provideDebugConfigurations(): vscode.DebugConfiguration[] {
+    return [{
+      type: TYPE,
+      request: 'launch',
+      name: 'uffd: launch program',
+      program: '${workspaceFolder}/a.out',
+      args: [],
+      stopOnFirstFault: true,
+    }];
+  }
+
+  /** F5 without a launch.json: ask for the program and debug it with the defaults. */
+  async resolveDebugConfiguration(
+    folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration,
+  ): Promise<vscode.DebugConfiguration | undefined> {
+    if (!config.type && !config.request && !config.name) {
+      const picked = await vscode.window.showOpenDialog({
+        canSelectMany: false,
+        defaultUri: folder?.uri,
+        openLabel: 'Debug page faults',
+        title: 'Program to run under uffd-debug',
+      });
+      if (!picked || picked.length === 0) return undefined;
+      return {
+        type: TYPE, request: 'launch', name: `uffd: ${path.basename(picked[0].fsPath)}`,
+        program: picked[0].fsPath, args: [], stopOnFirstFault: true,
+      };
+    }
+    if (config.request === 'launch' && !config.program) {
+      await vscode.window.showErrorMessage(
+        "uffd-debug: the launch configuration has no 'program'. Set it to the executable to debug.");
+      return undefined;
+    }
+    return config;
+  }
+}
+
+/** Copies the helper's log to the output channel and shows failures with a "Show Log" action. */
+class FailureTracker implements vscode.DebugAdapterTrackerFactory {
+  constructor(private readonly log: vscode.OutputChannel) {}
+
+  createDebugAdapterTracker(session: vscode.DebugSession): vscode.DebugAdapterTracker {
+    const log = this.log;
+    const showFailure = async (message: string) => {
+      log.appendLine(`[${session.name}] ${message}`);
+      const action = await vscode.window.showErrorMessage(`uffd-debug: ${message}`, 'Show Log');
+      if (action === 'Show Log') log.show(true);
+    };
+    return {
+      onDidSendMessage(m: { type: string; event?: string; body?: { line?: string; message?: string };
+        success?: boolean; command?: string; message?: string }) {
+        if (m.type === 'event' && m.event === 'uffd/log' && m.body?.line) {
+          log.appendLine(m.body.line);
+        } else if (m.type === 'event' && m.event === 'uffd/error' && m.body?.message) {
+          void showFailure(m.body.message);
+        } else if (m.type === 'response' && m.success === false && m.command === 'launch') {
+          // VS Code shows the message itself; keep a copy in the log.
+          log.appendLine(`[${session.name}] launch failed: ${m.message ?? ''}`);
+        }
+      },
+      onError(e: Error) {
+        void showFailure(`the debug adapter failed: ${e.message}`);
+      },
+      onExit(code: number | undefined, signal: string | undefined) {
+        if ((code !== undefined && code !== 0) || signal) {
+          void showFailure(`the debug adapter exited unexpectedly (${signal ?? `code ${code}`})`);
+        }
+      },
+    };
+  }
+}

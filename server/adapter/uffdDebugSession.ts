@@ -1,0 +1,322 @@
+// The DAP side: translates requests into FaultSession calls and session events into DAP
+// events. Keep logic out of here; it belongs in server/core.
+import {
+  ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, StackFrame, StoppedEvent,
+  TerminatedEvent, Thread, Variable,
+} from '@vscode/debugadapter';
+import { DebugProtocol } from '@vscode/debugprotocol';
+import { constants } from 'node:os';
+import { describeFault, FaultSession, LaunchConfig, StopInfo } from '../core/session';
+import { decodeVmFlags, findVma, hex, readSmaps, SmapsEntry, uffdModes, vmaName } from '../core/procfs';
+import { regionLabel } from '../core/summary';
+import { FaultEvent, FaultKind } from '../protocol/messages';
+
+export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
+  program: string;
+}
+
+type VarRef =
+  | { kind: 'fault'; seq: number }
+  | { kind: 'vma'; seq: number }
+  | { kind: 'vmflags'; flags: string[] }
+  | { kind: 'counters'; counters: Record<string, number> }
+  | { kind: 'regions' };
+
+const FILTERS: DebugProtocol.ExceptionBreakpointsFilter[] = [
+  { filter: 'missing', label: 'Missing-page faults', default: false,
+    description: 'Stop when a thread touches a page that is not populated yet (first touch of anonymous memory).' },
+  { filter: 'wp', label: 'Write-protect faults', default: true,
+    description: 'Stop when a thread writes to a write-protected page.' },
+  { filter: 'minor', label: 'Minor faults', default: true,
+    description: 'Stop when a thread touches a page that is in the page cache but not mapped.' },
+];
+
+const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
+  entry: 'Paused on entry',
+  'page fault': 'Paused on page fault',
+  step: 'Paused on page fault',
+  pause: 'Paused on page fault',
+};
+
+export class UffdDebugSession extends LoggingDebugSession {
+  private session = new FaultSession();
+  private refs = new Handles<VarRef>();
+  private smapsCache: { at: number; entries: SmapsEntry[] } | null = null;
+  private ended = false;
+
+  constructor() {
+    super();
+    this.setDebuggerLinesStartAt1(true);
+    this.setDebuggerColumnsStartAt1(true);
+    const s = this.session;
+    s.on('stopped', (info) => this.onStopped(info));
+    s.on('output', (stream, data) => this.sendEvent(new OutputEvent(data, stream)));
+    s.on('log', (line) => this.sendEvent(new Event('uffd/log', { line })));
+    s.on('exited', (ex) => {
+      const code = ex.signal ? 128 + (constants.signals[ex.signal as NodeJS.Signals] ?? 0) : (ex.code ?? 0);
+      const how = ex.signal ? `was killed by ${ex.signal}` : `exited with code ${ex.code}`;
+      this.sendEvent(new OutputEvent(`Program ${how}.\n`, 'console'));
+      this.sendEvent(new ExitedEvent(code));
+      this.end();
+    });
+    s.on('helperLost', (msg) => {
+      this.sendEvent(new OutputEvent(`${msg}\n`, 'stderr'));
+      this.sendEvent(new Event('uffd/error', { message: msg }));
+      this.end();
+    });
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.sendEvent(new TerminatedEvent());
+  }
+
+  private onStopped(info: StopInfo): void {
+    const ev = new StoppedEvent(info.reason, info.tid) as DebugProtocol.StoppedEvent;
+    ev.body.allThreadsStopped = false;
+    if (info.fault) {
+      ev.body.description = `${STOP_DESCRIPTION[info.reason]}: ${describeFault(info.fault)}`;
+      ev.body.text = `${describeFault(info.fault)} (page ${info.fault.page}, thread ${info.fault.tid}, fault #${info.fault.seq})`;
+    } else {
+      ev.body.description = STOP_DESCRIPTION[info.reason];
+    }
+    this.smapsCache = null;
+    this.sendEvent(ev);
+  }
+
+  protected override initializeRequest(response: DebugProtocol.InitializeResponse): void {
+    response.body = {
+      supportsConfigurationDoneRequest: true,
+      supportsTerminateRequest: true,
+      supportTerminateDebuggee: true,
+      exceptionBreakpointFilters: FILTERS,
+    };
+    this.sendResponse(response);
+  }
+
+  protected override async launchRequest(response: DebugProtocol.LaunchResponse, args: UffdLaunchArguments): Promise<void> {
+    try {
+      const info = await this.session.launch({
+        program: args.program,
+        args: args.args,
+        cwd: args.cwd,
+        env: args.env,
+        stopOnEntry: args.stopOnEntry ?? false,
+        stopOnFirstFault: args.stopOnFirstFault ?? true,
+        stream: 'held',
+        helperPath: process.env.UFFD_HELPER,
+      });
+      this.sendEvent(new OutputEvent(
+        `uffd-debug: pid ${info.pid}, userfaultfd created in the target (${info.uffdSource}), ` +
+        `${info.regions.length} anonymous regions registered, kernel ${this.session.hello?.kernel}\n`, 'console'));
+      this.sendResponse(response);
+      this.sendEvent(new InitializedEvent());
+    } catch (e) {
+      await this.session.dispose();
+      this.fail(response, 1001, e);
+    }
+  }
+
+  protected override attachRequest(response: DebugProtocol.AttachResponse): void {
+    this.sendErrorResponse(response, {
+      id: 1002, showUser: true,
+      format: 'Attaching to a running process is not available yet in this version of uffd-debug; use a "launch" configuration.',
+    });
+  }
+
+  protected override async setExceptionBreakPointsRequest(
+    response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments,
+  ): Promise<void> {
+    const on = new Set([...(args.filters ?? []), ...(args.filterOptions ?? []).map((f) => f.filterId)]);
+    const filters: Record<FaultKind, boolean> = { missing: on.has('missing'), wp: on.has('wp'), minor: on.has('minor') };
+    try {
+      await this.session.setFilters(filters);
+      response.body = { breakpoints: [...on].map(() => ({ verified: true })) };
+      this.sendResponse(response);
+    } catch (e) {
+      this.fail(response, 1003, e);
+    }
+  }
+
+  protected override async configurationDoneRequest(response: DebugProtocol.ConfigurationDoneResponse): Promise<void> {
+    this.sendResponse(response);
+    try {
+      await this.session.start();
+    } catch (e) {
+      this.sendEvent(new OutputEvent(`uffd-debug: could not start the program: ${(e as Error).message}\n`, 'stderr'));
+      this.end();
+    }
+  }
+
+  protected override threadsRequest(response: DebugProtocol.ThreadsResponse): void {
+    const tasks = this.session.threads();
+    response.body = {
+      threads: tasks.length > 0
+        ? tasks.map((t) => new Thread(t.tid, `${t.name} [${t.tid}]`))
+        : this.session.pid !== undefined && !this.ended ? [new Thread(this.session.pid, `main [${this.session.pid}]`)] : [],
+    };
+    this.sendResponse(response);
+  }
+
+  protected override stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): void {
+    const f = this.session.heldFor(args.threadId);
+    let frame: StackFrame;
+    if (f) {
+      frame = new StackFrame(f.seq, `page fault: ${describeFault(f)}`);
+    } else if (this.session.isAtEntry) {
+      frame = new StackFrame(0, 'program entry (before the first instruction)');
+    } else {
+      response.body = { stackFrames: [], totalFrames: 0 };
+      this.sendResponse(response);
+      return;
+    }
+    frame.presentationHint = 'label';
+    response.body = { stackFrames: [frame], totalFrames: 1 };
+    this.sendResponse(response);
+  }
+
+  protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
+    const scopes: DebugProtocol.Scope[] = [];
+    const seq = args.frameId;
+    if (seq > 0 && this.session.held.has(seq)) {
+      scopes.push(new Scope('Fault', this.refs.create({ kind: 'fault', seq }), false));
+      scopes.push(new Scope('VMA', this.refs.create({ kind: 'vma', seq }), false));
+    }
+    scopes.push(new Scope('Tracked regions', this.refs.create({ kind: 'regions' }), true));
+    response.body = { scopes };
+    this.sendResponse(response);
+  }
+
+  protected override variablesRequest(response: DebugProtocol.VariablesResponse, args: DebugProtocol.VariablesArguments): void {
+    const ref = this.refs.get(args.variablesReference);
+    let vars: DebugProtocol.Variable[] = [];
+    try {
+      if (ref) vars = this.variablesOf(ref);
+    } catch (e) {
+      vars = [new Variable('error', (e as Error).message)];
+    }
+    response.body = { variables: vars };
+    this.sendResponse(response);
+  }
+
+  private variablesOf(ref: VarRef): DebugProtocol.Variable[] {
+    switch (ref.kind) {
+      case 'fault': {
+        const f = this.session.held.get(ref.seq);
+        if (!f) return [new Variable('state', 'resolved')];
+        return this.faultVariables(f);
+      }
+      case 'vma': {
+        const f = this.session.held.get(ref.seq);
+        if (!f) return [new Variable('state', 'resolved')];
+        const v = findVma(this.smaps(), BigInt(f.addr));
+        if (!v) return [new Variable('vma', 'no mapping contains this address')];
+        const flags = new Variable('VmFlags', v.vmFlags.join(' '), this.refs.create({ kind: 'vmflags', flags: v.vmFlags }));
+        const kib = Number((v.end - v.start) / 1024n);
+        return [
+          new Variable('range', `${hex(v.start)}-${hex(v.end)} (${kib} KiB)`),
+          new Variable('permissions', v.perms),
+          new Variable('offset', hex(v.offset)),
+          new Variable('path', vmaName(v)),
+          flags,
+          new Variable('userfaultfd modes', uffdModes(v.vmFlags).join(', ') || 'none'),
+          new Variable('smaps counters', `Rss ${v.counters.Rss ?? 0} kB`, this.refs.create({ kind: 'counters', counters: v.counters })),
+        ];
+      }
+      case 'vmflags':
+        return decodeVmFlags(ref.flags).map((d) => new Variable(d.code, d.meaning));
+      case 'counters':
+        return Object.entries(ref.counters).map(([k, n]) => new Variable(k, `${n} kB`));
+      case 'regions':
+        return this.session.regions.map((r, i) => new Variable(`#${i}`, regionLabel(r)));
+    }
+  }
+
+  private faultVariables(f: FaultEvent): DebugProtocol.Variable[] {
+    const waitedMs = Number(process.hrtime.bigint() - BigInt(f.t)) / 1e6;
+    const task = this.session.threads().find((t) => t.tid === f.tid);
+    const samePage = [...this.session.held.values()].filter((h) => h.page === f.page).length;
+    return [
+      new Variable('address', f.addr),
+      new Variable('page', f.page),
+      new Variable('access', f.access),
+      new Variable('kind', f.kind),
+      new Variable('thread', task ? `${f.tid} (${task.name})` : String(f.tid)),
+      new Variable('waited', `${waitedMs.toFixed(1)} ms`),
+      new Variable('threads waiting on this page', String(samePage)),
+      new Variable('sequence', `#${f.seq}`),
+    ];
+  }
+
+  /** smaps is read once per stop: scopes and variables of one stop share it. */
+  private smaps(): SmapsEntry[] {
+    const now = Date.now();
+    if (!this.smapsCache || now - this.smapsCache.at > 1000) {
+      this.smapsCache = { at: now, entries: readSmaps(this.session.pid!) };
+    }
+    return this.smapsCache.entries;
+  }
+
+  protected override async continueRequest(response: DebugProtocol.ContinueResponse): Promise<void> {
+    await this.run(response, () => this.session.continue(), { allThreadsContinued: true });
+  }
+
+  protected override async nextRequest(response: DebugProtocol.NextResponse, args: DebugProtocol.NextArguments): Promise<void> {
+    await this.run(response, () => this.session.next(args.threadId));
+  }
+
+  // Until per-thread and per-VMA stepping arrive, step in/out behave like step over: resolve
+  // this fault and stop at the next one.
+  protected override async stepInRequest(response: DebugProtocol.StepInResponse, args: DebugProtocol.StepInArguments): Promise<void> {
+    await this.run(response, () => this.session.next(args.threadId));
+  }
+
+  protected override async stepOutRequest(response: DebugProtocol.StepOutResponse, args: DebugProtocol.StepOutArguments): Promise<void> {
+    await this.run(response, () => this.session.next(args.threadId));
+  }
+
+  protected override async pauseRequest(response: DebugProtocol.PauseResponse): Promise<void> {
+    await this.run(response, () => this.session.pause());
+  }
+
+  private async run(response: DebugProtocol.Response, action: () => Promise<void>, body?: object): Promise<void> {
+    try {
+      this.refs.reset();
+      await action();
+      if (body) response.body = body;
+      this.sendResponse(response);
+    } catch (e) {
+      this.fail(response, 1004, e);
+    }
+  }
+
+  protected override async terminateRequest(response: DebugProtocol.TerminateResponse): Promise<void> {
+    try {
+      await this.session.terminate();
+      this.sendResponse(response);
+    } catch (e) {
+      this.fail(response, 1005, e);
+    }
+  }
+
+  protected override async disconnectRequest(response: DebugProtocol.DisconnectResponse): Promise<void> {
+    try {
+      await this.session.dispose();
+    } finally {
+      this.sendResponse(response);
+    }
+  }
+
+  private fail(response: DebugProtocol.Response, id: number, e: unknown): void {
+    const err = e as Error & { code?: string };
+    const log = this.session.helper.lastLog(5);
+    this.sendErrorResponse(response, {
+      id,
+      format: '{message}',
+      variables: { message: err.message },
+      showUser: true,
+    });
+    if (log) this.sendEvent(new OutputEvent(`uffd-debug helper log:\n${log}\n`, 'console'));
+  }
+}

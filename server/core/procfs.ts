@@ -1,0 +1,188 @@
+// Parsers for /proc/PID/maps, /proc/PID/smaps and the task list. Pure functions take text so
+// unit tests can feed captured procfs output; the readers below are thin.
+import { readFileSync, readdirSync } from 'node:fs';
+
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  perms: string; // "rw-p"
+  offset: bigint;
+  dev: string;
+  inode: number;
+  path: string; // "" for anonymous
+}
+
+export interface SmapsEntry extends Vma {
+  counters: Record<string, number>; // kB values: Rss, Pss, Anonymous, Swap, ...
+  vmFlags: string[]; // two-letter codes
+}
+
+const MAPS_LINE = /^([0-9a-f]+)-([0-9a-f]+)\s+(\S{4})\s+([0-9a-f]+)\s+(\S+)\s+(\d+)\s*(.*)$/;
+
+function parseMapsLine(line: string): Vma | null {
+  const m = MAPS_LINE.exec(line);
+  if (!m) return null;
+  return {
+    start: BigInt('0x' + m[1]),
+    end: BigInt('0x' + m[2]),
+    perms: m[3],
+    offset: BigInt('0x' + m[4]),
+    dev: m[5],
+    inode: Number(m[6]),
+    path: m[7].trim(),
+  };
+}
+
+export function parseMaps(text: string): Vma[] {
+  const out: Vma[] = [];
+  for (const line of text.split('\n')) {
+    if (line.length === 0) continue;
+    const v = parseMapsLine(line);
+    if (!v) throw new Error(`unexpected line in maps: ${line}`);
+    out.push(v);
+  }
+  return out;
+}
+
+export function parseSmaps(text: string): SmapsEntry[] {
+  const out: SmapsEntry[] = [];
+  let cur: SmapsEntry | null = null;
+  for (const line of text.split('\n')) {
+    if (line.length === 0) continue;
+    const head = parseMapsLine(line);
+    if (head && !/^[A-Z]\w*:/.test(line)) {
+      cur = { ...head, counters: {}, vmFlags: [] };
+      out.push(cur);
+      continue;
+    }
+    if (!cur) throw new Error(`smaps text does not start with a mapping line: ${line}`);
+    const colon = line.indexOf(':');
+    if (colon < 0) throw new Error(`unexpected line in smaps: ${line}`);
+    const key = line.slice(0, colon);
+    const rest = line.slice(colon + 1).trim();
+    if (key === 'VmFlags') {
+      cur.vmFlags = rest.split(/\s+/).filter((s) => s.length > 0);
+    } else {
+      const n = /^(\d+)/.exec(rest);
+      if (n) cur.counters[key] = Number(n[1]);
+    }
+  }
+  return out;
+}
+
+/** Every VmFlags code the kernel prints (fs/proc/task_mmu.c, show_smap_vma_flags), with its meaning. */
+export const VM_FLAGS: Record<string, string> = {
+  rd: 'readable',
+  wr: 'writeable',
+  ex: 'executable',
+  sh: 'shared',
+  mr: 'may read',
+  mw: 'may write',
+  me: 'may execute',
+  ms: 'may share',
+  gd: 'stack segment grows down',
+  pf: 'pure PFN range',
+  lo: 'pages are locked in memory',
+  io: 'memory-mapped I/O area',
+  sr: 'sequential read advise provided',
+  rr: 'random read advise provided',
+  dc: 'do not copy area on fork',
+  de: 'do not expand area on remapping',
+  ac: 'area is accountable',
+  nr: 'swap space is not reserved for the area',
+  ht: 'area uses huge TLB pages',
+  sf: 'synchronous page fault',
+  nl: 'non-linear mapping',
+  ar: 'architecture specific flag',
+  wf: 'wipe on fork',
+  dd: 'do not include area into core dump',
+  sd: 'soft-dirty flag',
+  mm: 'mixed map area',
+  hg: 'huge page advise flag',
+  nh: 'no-huge page advise flag',
+  mg: 'mergeable advise flag',
+  bt: 'arm64 BTI guarded page',
+  mt: 'arm64 MTE allocation tags are enabled',
+  um: 'userfaultfd missing tracking',
+  uw: 'userfaultfd wr-protect tracking',
+  ui: 'userfaultfd minor fault tracking',
+  ss: 'shadow/guarded control stack page',
+  sl: 'sealed',
+  lf: 'lock on fault pages',
+  dp: 'always lazily freeable mapping',
+  gu: 'guard region (madvise guard pages)',
+};
+
+export interface DecodedFlag { code: string; meaning: string }
+
+export function decodeVmFlags(codes: string[]): DecodedFlag[] {
+  return codes.map((code) => ({ code, meaning: VM_FLAGS[code] ?? 'unknown flag (newer kernel?)' }));
+}
+
+/** The userfaultfd modes a VMA is registered for, from its VmFlags. */
+export function uffdModes(codes: string[]): string[] {
+  const modes: string[] = [];
+  if (codes.includes('um')) modes.push('missing');
+  if (codes.includes('uw')) modes.push('wp');
+  if (codes.includes('ui')) modes.push('minor');
+  return modes;
+}
+
+export function findVma<T extends Vma>(vmas: T[], addr: bigint): T | undefined {
+  return vmas.find((v) => addr >= v.start && addr < v.end);
+}
+
+export function vmaName(v: Vma): string {
+  return v.path.length > 0 ? v.path : '[anon]';
+}
+
+export function readSmaps(pid: number): SmapsEntry[] {
+  return parseSmaps(readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+}
+
+export function readMaps(pid: number): Vma[] {
+  return parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+}
+
+export interface TaskInfo { tid: number; name: string; state: string; wchan: string }
+
+/** Parses /proc/PID/task/TID/stat; the comm field may contain spaces and parentheses. */
+export function parseStat(text: string): { tid: number; name: string; state: string } {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) throw new Error(`unexpected stat text: ${text.slice(0, 80)}`);
+  return {
+    tid: Number(text.slice(0, open).trim()),
+    name: text.slice(open + 1, close),
+    state: text.slice(close + 2, close + 3),
+  };
+}
+
+export function listTasks(pid: number): TaskInfo[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: TaskInfo[] = [];
+  for (const t of tids) {
+    try {
+      const st = parseStat(readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8'));
+      let wchan = '';
+      try {
+        wchan = readFileSync(`/proc/${pid}/task/${t}/wchan`, 'utf8').trim();
+      } catch {
+        // wchan is not readable on every kernel configuration
+      }
+      out.push({ ...st, wchan });
+    } catch {
+      // the thread exited while we listed
+    }
+  }
+  return out.sort((a, b) => a.tid - b.tid);
+}
+
+export function hex(n: bigint | number): string {
+  return '0x' + n.toString(16);
+}

@@ -1,0 +1,283 @@
+// The session model: one debugged program, its helper, its held faults. The DAP adapter, the
+// CLI and the tests all drive this class; it imports neither vscode nor the DAP library.
+import { EventEmitter } from 'node:events';
+import { accessSync, constants, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { HelperClient, HelperError } from './helperClient';
+import { listTasks, TaskInfo } from './procfs';
+import {
+  FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolvedEvent, ResolveHow, StreamMode,
+} from '../protocol/messages';
+
+export interface LaunchConfig {
+  program: string;
+  args?: string[];
+  cwd?: string;
+  /** Added to (or, with a null value, removed from) the adapter's environment. */
+  env?: Record<string, string | null>;
+  stopOnEntry?: boolean;
+  stopOnFirstFault?: boolean;
+  stream?: StreamMode;
+  helperPath?: string;
+}
+
+export type StopReason = 'entry' | 'page fault' | 'step' | 'pause';
+
+export interface StopInfo {
+  reason: StopReason;
+  tid: number;
+  fault?: FaultEvent;
+}
+
+export interface ExitInfo { code: number | null; signal: string | null }
+
+export interface SessionEvents {
+  fault: [FaultEvent];
+  resolved: [ResolvedEvent];
+  stopped: [StopInfo];
+  region: [Region];
+  output: ['stdout' | 'stderr', string];
+  exited: [ExitInfo];
+  log: [string];
+  /** The helper went away without being asked to: the session is over. */
+  helperLost: [string];
+}
+
+type State = 'idle' | 'entry' | 'running' | 'exited' | 'disposed';
+
+export class SessionError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'SessionError';
+  }
+}
+
+export function describeFault(f: FaultEvent): string {
+  return `${f.kind} ${f.access} at ${f.addr}`;
+}
+
+export class FaultSession extends EventEmitter<SessionEvents> {
+  readonly helper = new HelperClient();
+  hello: HelloBody | null = null;
+  launchInfo: LaunchBody | null = null;
+  regions: Region[] = [];
+  /** Faults waiting for the user, by sequence number. */
+  readonly held = new Map<number, FaultEvent>();
+  private state: State = 'idle';
+  private config: LaunchConfig | null = null;
+  private stepReason: StopReason | null = null;
+  private filters: Record<FaultKind, boolean> = { missing: false, wp: true, minor: true };
+  exitInfo: ExitInfo | null = null;
+
+  get pid(): number | undefined {
+    return this.launchInfo?.pid;
+  }
+
+  get isRunning(): boolean {
+    return this.state === 'running';
+  }
+
+  get isAtEntry(): boolean {
+    return this.state === 'entry';
+  }
+
+  /** Starts the helper and the program; the program waits before its first instruction. */
+  async launch(config: LaunchConfig): Promise<LaunchBody> {
+    if (this.state !== 'idle') throw new SessionError('ESTATE', 'this session has already launched a program');
+    this.config = config;
+    const program = checkProgram(config.program, config.cwd);
+    const cwd = config.cwd ?? path.dirname(program);
+    this.helper.on('event', (e) => this.onHelperEvent(e));
+    this.helper.on('log', (l) => this.emit('log', l));
+    this.helper.on('output', (s, d) => this.emit('output', s, d));
+    this.helper.on('exit', (code, signal) => {
+      if (this.state === 'disposed' || this.state === 'exited') return;
+      const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      this.emit('helperLost', `the uffd helper ${why} unexpectedly. Last log lines:\n${this.helper.lastLog(10)}`);
+    });
+    this.hello = await this.helper.start(config.helperPath);
+    if (!this.hello.uffd.available) {
+      throw new SessionError('ENOUFFD', `userfaultfd is not available: ${this.hello.uffd.error ?? 'unknown reason'}`);
+    }
+    const env = config.env ? mergeEnv(process.env, config.env) : null;
+    this.launchInfo = await this.helper.request('launch', {
+      program, args: config.args ?? [], cwd, env, stdoutFd: 3, stderrFd: 4,
+    });
+    this.regions = [...this.launchInfo.regions];
+    await this.applyPolicy({ stream: config.stream ?? 'all' });
+    return this.launchInfo;
+  }
+
+  /** Which fault kinds stop the program (exception breakpoint filters). */
+  async setFilters(filters: Partial<Record<FaultKind, boolean>>): Promise<Policy> {
+    this.filters = { ...this.filters, ...filters };
+    return this.applyPolicy({});
+  }
+
+  private applyPolicy(extra: { holdNext?: boolean; stream?: StreamMode }): Promise<Policy> {
+    return this.helper.request('policy', { hold: { ...this.filters }, ...extra });
+  }
+
+  /** After configuration: stop at entry, or run (holding the first fault if asked). */
+  async start(): Promise<void> {
+    this.requireState('idle', 'start');
+    if (this.config?.stopOnEntry) {
+      this.state = 'entry';
+      this.emitLater('stopped', { reason: 'entry', tid: this.pid! });
+      return;
+    }
+    if (this.config?.stopOnFirstFault) {
+      this.stepReason = 'page fault';
+      await this.applyPolicy({ holdNext: true });
+    }
+    await this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.state = 'running';
+    await this.helper.request('run', {});
+  }
+
+  /** Resolves every held fault by policy and runs until the next breakpoint. */
+  async continue(): Promise<void> {
+    if (this.state === 'entry') return this.run();
+    this.requireRunning('continue');
+    this.stepReason = null;
+    await this.resolveHeld(null, 'default');
+  }
+
+  /** Resolves the fault(s) held on `tid` (all when null) and stops at the next fault of any thread. */
+  async next(tid: number | null): Promise<void> {
+    if (this.state !== 'entry') this.requireRunning('next');
+    this.stepReason = 'step';
+    await this.applyPolicy({ holdNext: true });
+    if (this.state === 'entry') return this.run();
+    await this.resolveHeld(tid, 'default');
+  }
+
+  /** Holds the next fault of any thread. */
+  async pause(): Promise<void> {
+    this.requireRunning('pause');
+    this.stepReason = 'pause';
+    await this.applyPolicy({ holdNext: true });
+  }
+
+  async resolve(seq: number, how: ResolveHow): Promise<void> {
+    this.requireRunning('resolve');
+    const f = this.held.get(seq);
+    if (!f) throw new SessionError('ESTATE', `fault #${seq} is not held (it may have been resolved already)`);
+    await this.helper.request('resolve', { seq, how });
+  }
+
+  private async resolveHeld(tid: number | null, how: ResolveHow): Promise<void> {
+    const pages = new Map<string, number>();
+    for (const f of this.held.values()) {
+      if (tid === null || f.tid === tid) {
+        if (!pages.has(f.page)) pages.set(f.page, f.seq);
+      }
+    }
+    for (const seq of pages.values()) {
+      try {
+        await this.helper.request('resolve', { seq, how });
+      } catch (e) {
+        // Resolved together with another fault on the same page in the meantime.
+        if (!(e instanceof HelperError && e.code === 'ESTATE')) throw e;
+      }
+    }
+  }
+
+  heldFor(tid: number): FaultEvent | undefined {
+    for (const f of this.held.values()) if (f.tid === tid) return f;
+    return undefined;
+  }
+
+  threads(): TaskInfo[] {
+    if (this.pid === undefined || this.state === 'exited') return [];
+    return listTasks(this.pid);
+  }
+
+  /** Ends the program (it is killed); `exited` follows. */
+  async terminate(): Promise<void> {
+    if (this.state === 'exited' || this.state === 'disposed' || !this.helper.running) return;
+    await this.helper.request('kill', {});
+  }
+
+  /** Ends the helper; a launched program still running is killed with it. */
+  async dispose(): Promise<void> {
+    if (this.state === 'disposed') return;
+    this.state = 'disposed';
+    await this.helper.stop();
+  }
+
+  private onHelperEvent(e: import('../protocol/messages').HelperEvent): void {
+    switch (e.event) {
+      case 'fault':
+        if (e.held) {
+          this.held.set(e.seq, e);
+          const reason = this.stepReason ?? 'page fault';
+          this.stepReason = null;
+          this.emit('fault', e);
+          this.emit('stopped', { reason, tid: e.tid, fault: e });
+        } else {
+          this.emit('fault', e);
+        }
+        break;
+      case 'resolved':
+        this.held.delete(e.seq);
+        this.emit('resolved', e);
+        break;
+      case 'region':
+        this.regions.push(e.region);
+        this.emit('region', e.region);
+        break;
+      case 'exited':
+        this.state = 'exited';
+        this.held.clear();
+        this.exitInfo = { code: e.code, signal: e.signal };
+        this.emit('exited', this.exitInfo);
+        break;
+    }
+  }
+
+  private emitLater<K extends keyof SessionEvents>(name: K, ...args: SessionEvents[K]): void {
+    // Like the reference adapter: a response leaves before the events it causes.
+    setImmediate(() => (this.emit as (n: K, ...a: SessionEvents[K]) => boolean)(name, ...args));
+  }
+
+  private requireState(s: State, what: string): void {
+    if (this.state !== s) throw new SessionError('ESTATE', `cannot ${what} now: the program is ${this.state}`);
+  }
+
+  private requireRunning(what: string): void {
+    if (this.state === 'exited') throw new SessionError('ESTATE', `cannot ${what}: the program has exited`);
+    if (this.state !== 'running') throw new SessionError('ESTATE', `cannot ${what}: the program is ${this.state}`);
+  }
+}
+
+function checkProgram(program: string, cwd?: string): string {
+  if (!program) throw new SessionError('EINVAL', "the launch configuration has no 'program': set it to the path of the executable to debug");
+  const abs = path.resolve(cwd ?? process.cwd(), program);
+  let st;
+  try {
+    st = statSync(abs);
+  } catch {
+    throw new SessionError('ENOENT', `program '${abs}' does not exist: check 'program' in the launch configuration (build it first?)`);
+  }
+  if (!st.isFile()) throw new SessionError('EINVAL', `program '${abs}' is not a regular file`);
+  try {
+    accessSync(abs, constants.X_OK);
+  } catch {
+    throw new SessionError('EACCES', `program '${abs}' is not executable: chmod +x it`);
+  }
+  return abs;
+}
+
+function mergeEnv(base: NodeJS.ProcessEnv, extra: Record<string, string | null>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(base)) if (v !== undefined) out[k] = v;
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
