@@ -1,0 +1,178 @@
+// The real debug adapter, helper and demo program, driven the way VS Code drives them.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { DebugClient } from '@vscode/debugadapter-testsupport';
+import { DebugProtocol } from '@vscode/debugprotocol';
+
+const root = path.resolve(__dirname, '..', '..');
+const ADAPTER = path.join(root, 'dist', 'adapter.js');
+const TOUCH = path.join(root, 'demo', 'bin', 'touch');
+
+let dc: DebugClient;
+let output = '';
+
+beforeEach(async () => {
+  dc = new DebugClient(process.execPath, ADAPTER, 'uffd');
+  dc.defaultTimeout = 15_000;
+  output = '';
+  dc.on('output', (e: DebugProtocol.OutputEvent) => { output += e.body.output; });
+  await dc.start();
+});
+
+afterEach(async () => {
+  await dc.stop();
+});
+
+function launchArgs(extra: Record<string, unknown>, args = ['--pages', '64']) {
+  return { program: TOUCH, args, cwd: root, ...extra } as DebugProtocol.LaunchRequestArguments;
+}
+
+/** initialize, launch, set the exception filters, configurationDone; resolves when all are answered. */
+async function startSession(extra: Record<string, unknown>, filters: string[] = [], args?: string[]) {
+  await Promise.all([
+    dc.waitForEvent('initialized').then(() => dc.setExceptionBreakpointsRequest({ filters }))
+      .then(() => dc.configurationDoneRequest()),
+    dc.launch(launchArgs(extra, args)),
+  ]);
+}
+
+async function variablesOf(ref: number): Promise<Map<string, DebugProtocol.Variable>> {
+  const r = await dc.variablesRequest({ variablesReference: ref });
+  return new Map(r.body.variables.map((v) => [v.name, v]));
+}
+
+async function scopesOf(threadId: number): Promise<Map<string, DebugProtocol.Scope>> {
+  const st = await dc.stackTraceRequest({ threadId });
+  assert.ok(st.body.stackFrames.length > 0, 'a stopped thread has a frame');
+  const sc = await dc.scopesRequest({ frameId: st.body.stackFrames[0].id });
+  return new Map(sc.body.scopes.map((s) => [s.name, s]));
+}
+
+async function waitOutput(re: RegExp): Promise<RegExpExecArray> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = re.exec(output);
+    if (m) return m;
+    if (Date.now() > deadline) throw new Error(`no output matching ${re} in: ${output}`);
+    await dc.waitForEvent('output', 1000).catch(() => undefined);
+  }
+}
+
+function pidFromOutput(): number {
+  const m = /pid (\d+)/.exec(output);
+  assert.ok(m, `the adapter announced the pid: ${output}`);
+  return Number(m[1]);
+}
+
+async function waitGone(pid: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (existsSync(`/proc/${pid}`)) {
+    if (Date.now() > deadline) throw new Error(`process ${pid} is still there`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('uffd debug adapter', { timeout: 120_000 }, () => {
+  test('initialize advertises one exception filter per fault kind, missing off by default', async () => {
+    const r = await dc.initializeRequest();
+    const filters = r.body?.exceptionBreakpointFilters ?? [];
+    assert.deepEqual(filters.map((f) => f.filter), ['missing', 'wp', 'minor']);
+    assert.equal(filters[0].default, false);
+    assert.equal(r.body?.supportsConfigurationDoneRequest, true);
+  });
+
+  test('stopOnEntry stops before the first instruction; continue runs to the end with exit code 0', async () => {
+    const stopped = dc.waitForEvent('stopped');
+    await startSession({ stopOnEntry: true });
+    const ev = await stopped;
+    assert.equal(ev.body.reason, 'entry');
+    const threads = await dc.threadsRequest();
+    assert.equal(threads.body.threads.length, 1);
+    assert.equal(threads.body.threads[0].id, ev.body.threadId);
+    const exited = dc.waitForEvent('exited');
+    const terminated = dc.waitForEvent('terminated');
+    await dc.continueRequest({ threadId: ev.body.threadId });
+    assert.equal((await exited).body.exitCode, 0);
+    await terminated;
+    await waitOutput(/checksum [0-9a-f]+ touched 64/);
+  });
+
+  test('the first page fault stops the program; next stops on the following fault', async () => {
+    const stopped = dc.waitForEvent('stopped');
+    await startSession({});
+    const first = (await stopped) as DebugProtocol.StoppedEvent;
+    assert.equal(first.body.reason, 'page fault');
+    assert.match(first.body.description ?? '', /^Paused on page fault: missing (read|write) at 0x[0-9a-f]+$/);
+    assert.equal(first.body.allThreadsStopped, false);
+    const scopes1 = await scopesOf(first.body.threadId!);
+    const fault1 = await variablesOf(scopes1.get('Fault')!.variablesReference);
+
+    const [second] = await Promise.all([dc.waitForEvent('stopped'), dc.nextRequest({ threadId: first.body.threadId! })]);
+    assert.equal(second.body.reason, 'step');
+    const fault2 = await variablesOf((await scopesOf(second.body.threadId)).get('Fault')!.variablesReference);
+    assert.notEqual(fault2.get('sequence')!.value, fault1.get('sequence')!.value);
+    assert.ok(Number(fault2.get('sequence')!.value.slice(1)) > Number(fault1.get('sequence')!.value.slice(1)));
+
+    const exited = dc.waitForEvent('exited');
+    await dc.continueRequest({ threadId: second.body.threadId });
+    assert.equal((await exited).body.exitCode, 0, 'with the missing filter off, continue runs to the end');
+  });
+
+  test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
+    let stopped = dc.waitForEvent('stopped');
+    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
+    let region: bigint | null = null;
+    let hit: DebugProtocol.StoppedEvent | null = null;
+    // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
+    for (let i = 0; i < 2000; i++) {
+      const ev = (await stopped) as DebugProtocol.StoppedEvent;
+      assert.equal(ev.body.reason, 'page fault');
+      const m = /region (0x[0-9a-f]+) pages/.exec(output);
+      if (m) region = BigInt(m[1]);
+      const addr = BigInt(/at (0x[0-9a-f]+)/.exec(ev.body.description ?? '')![1]);
+      if (region !== null && addr >= region && addr < region + 16n * 4096n) {
+        hit = ev;
+        assert.equal(addr, region, 'the first touch is the first page of the region');
+        break;
+      }
+      stopped = dc.waitForEvent('stopped');
+      await dc.continueRequest({ threadId: ev.body.threadId! });
+    }
+    assert.ok(hit && region !== null, 'stopped on a fault inside the printed region');
+    const scopes = await scopesOf(hit.body.threadId!);
+    assert.deepEqual([...scopes.keys()].slice(0, 2), ['Fault', 'VMA']);
+    const fault = await variablesOf(scopes.get('Fault')!.variablesReference);
+    assert.equal(fault.get('address')!.value, '0x' + region.toString(16));
+    assert.equal(fault.get('page')!.value, '0x' + region.toString(16));
+    assert.equal(fault.get('kind')!.value, 'missing');
+    assert.equal(fault.get('access')!.value, 'write');
+    assert.match(fault.get('thread')!.value, new RegExp(`^${hit.body.threadId} \\(touch\\)`));
+    assert.match(fault.get('waited')!.value, /^\d+\.\d ms$/);
+    const vma = await variablesOf(scopes.get('VMA')!.variablesReference);
+    assert.equal(vma.get('permissions')!.value, 'rw-p');
+    assert.equal(vma.get('path')!.value, '[anon]');
+    assert.match(vma.get('VmFlags')!.value, /\bum\b/);
+    assert.equal(vma.get('userfaultfd modes')!.value, 'missing');
+    const flags = await variablesOf(vma.get('VmFlags')!.variablesReference);
+    assert.equal(flags.get('um')!.value, 'userfaultfd missing tracking');
+    assert.equal(flags.get('rd')!.value, 'readable');
+    assert.equal(flags.get('wr')!.value, 'writeable');
+  });
+
+  test('disconnect while stopped on a fault ends the program and the helper', async () => {
+    const stopped = dc.waitForEvent('stopped');
+    await startSession({}, [], ['--pages', '64', '--sleep-ms', '100']);
+    await stopped;
+    const pid = pidFromOutput();
+    assert.ok(existsSync(`/proc/${pid}`));
+    await dc.disconnectRequest({ terminateDebuggee: true });
+    await waitGone(pid);
+  });
+
+  test('a program that does not exist gives a clear launch error', async () => {
+    await dc.initializeRequest();
+    await assert.rejects(dc.launchRequest(launchArgs({ program: '/no/such/program' })), /does not exist/);
+  });
+});
