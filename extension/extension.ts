@@ -3,6 +3,7 @@
 // helper failures into plain messages with a way to the log.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { UffdDebugSession } from '../server/adapter/uffdDebugSession';
 
 const TYPE = 'uffd';
 
@@ -27,6 +28,10 @@ class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
   constructor(private readonly context: vscode.ExtensionContext) {}
 
   createDebugAdapterDescriptor(): vscode.DebugAdapterDescriptor {
+    // Inline runs the adapter inside the extension host: handy when debugging the adapter itself.
+    if (vscode.workspace.getConfiguration('uffd-debug').get<boolean>('inlineAdapter')) {
+      return new vscode.DebugAdapterInlineImplementation(new UffdDebugSession());
+    }
     const adapter = path.join(this.context.extensionPath, 'dist', 'adapter.js');
     // The extension host's own Node runs the adapter: users need no Node on PATH.
     return new vscode.DebugAdapterExecutable(process.execPath, [adapter], {

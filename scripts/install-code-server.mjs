@@ -2,7 +2,8 @@
 // Installs code-server (a real VS Code served to a browser) into <repo>/.cache/code-server for the
 // end-to-end tests. Idempotent: a finished install is recognised by its version and a marker file.
 // Needs the apt packages libkrb5-dev (kerberos module build), ripgrep (given to @vscode/ripgrep
-// instead of its download) and, to run the tests, chromium; plus make, g++ and python3 for node-gyp.
+// instead of its download), make, g++ and python3 (node-gyp builds node-pty, kerberos, spdlog),
+// and, to run the tests, chromium.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -69,6 +70,8 @@ export function ensureCodeServer({ log = (line) => console.log(line) } = {}) {
       // As root npm skips lifecycle scripts without unsafe-perm; node-pty's build runs `npx node-gyp`.
       npm_config_unsafe_perm: 'true',
       npm_config_yes: 'true',
+      // node-gyp builds against local headers (no download); the nodejs package ships them in /usr.
+      ...(!process.env.npm_config_nodedir && existsSync('/usr/include/node/node_api.h') ? { npm_config_nodedir: '/usr' } : {}),
     },
     maxBuffer: 64 * 1024 * 1024,
   });

@@ -313,8 +313,8 @@ export class UffdDebugSession extends LoggingDebugSession {
     const log = this.session.helper.lastLog(5);
     this.sendErrorResponse(response, {
       id,
-      format: '{message}',
-      variables: { message: err.message },
+      // Plain text: formatPII would leave a '{message}' placeholder unexpanded in response.message.
+      format: err.message,
       showUser: true,
     });
     if (log) this.sendEvent(new OutputEvent(`uffd-debug helper log:\n${log}\n`, 'console'));

@@ -20,6 +20,9 @@ const char *errno_name(int err)
 {
 	static char buf[16];
 
+	if (err == 0)
+		return "EIO";
+
 	if (err > 0 && err < (int)(sizeof(names) / sizeof(names[0])) && names[err])
 		return names[err];
 	snprintf(buf, sizeof(buf), "E%d", err);

@@ -475,6 +475,30 @@ void jb_printf(struct jbuf *b, const char *fmt, ...)
 	b->len += n;
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] < 0xc2 || s[0] > 0xf4)
+		return 0;
+	len = s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : 4;
+	if (len > n)
+		return 0;
+	cp = s[0] & (0x3f >> (len - 1));
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* Escapes for JSON; bytes that are not UTF-8 become U+FFFD so every line stays valid. */
 void jb_strn(struct jbuf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -484,6 +508,7 @@ void jb_strn(struct jbuf *b, const char *s, size_t n)
 	b->p[b->len++] = '"';
 	for (i = 0; i < n; i++) {
 		unsigned char c = s[i];
+		size_t u;
 
 		if (c == '"' || c == '\\') {
 			b->p[b->len++] = '\\';
@@ -495,8 +520,15 @@ void jb_strn(struct jbuf *b, const char *s, size_t n)
 			b->p[b->len++] = '0';
 			b->p[b->len++] = hex[c >> 4];
 			b->p[b->len++] = hex[c & 15];
-		} else {
+		} else if (c < 0x80) {
 			b->p[b->len++] = c;
+		} else if ((u = utf8_len((const unsigned char *)s + i, n - i))) {
+			memcpy(b->p + b->len, s + i, u);
+			b->len += u;
+			i += u - 1;
+		} else {
+			memcpy(b->p + b->len, "\\ufffd", 6);
+			b->len += 6;
 		}
 	}
 	b->p[b->len++] = '"';

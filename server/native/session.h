@@ -24,6 +24,8 @@ struct session {
 extern struct session sess;
 /* Protocol lines, flushed to stdout once per event-loop iteration. */
 extern struct jbuf out;
+/* Set by anything but a streamed auto-resolved fault: flush at the end of this iteration. */
+extern int out_urgent;
 
 #define PAGE_SZ 4096ULL
 #define PAGE_DOWN(x) ((x) & ~(PAGE_SZ - 1))

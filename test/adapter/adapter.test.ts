@@ -122,7 +122,7 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
 
   test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
     let stopped = dc.waitForEvent('stopped');
-    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
+    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq', '--sleep-ms', '200']);
     let region: bigint | null = null;
     let hit: DebugProtocol.StoppedEvent | null = null;
     // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
