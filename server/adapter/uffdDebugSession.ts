@@ -1,7 +1,7 @@
 // The DAP side: translates requests into FaultSession calls and session events into DAP
 // events. Keep logic out of here; it belongs in server/core.
 import {
-  ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, StackFrame, StoppedEvent,
+  ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
   TerminatedEvent, Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -41,6 +41,8 @@ const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
 export class UffdDebugSession extends LoggingDebugSession {
   private session = new FaultSession();
   private refs = new Handles<VarRef>();
+  /** Generated documents behind stack frames: VS Code focuses (and fills Variables for) only frames with a source. */
+  private sources = new Handles<() => string>();
   private smapsCache: { at: number; entries: SmapsEntry[] } | null = null;
   private ended = false;
 
@@ -109,7 +111,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       });
       this.sendEvent(new OutputEvent(
         `uffd-debug: pid ${info.pid}, userfaultfd created in the target (${info.uffdSource}), ` +
-        `${info.regions.length} anonymous regions registered, kernel ${this.session.hello?.kernel}\n`, 'console'));
+        `${info.regions.length} anonymous region${info.regions.length === 1 ? '' : 's'} registered, kernel ${this.session.hello?.kernel}\n`, 'console'));
       this.sendResponse(response);
       this.sendEvent(new InitializedEvent());
     } catch (e) {
@@ -163,17 +165,46 @@ export class UffdDebugSession extends LoggingDebugSession {
     const f = this.session.heldFor(args.threadId);
     let frame: StackFrame;
     if (f) {
-      frame = new StackFrame(f.seq, `page fault: ${describeFault(f)}`);
+      const ref = this.sources.create(() => this.faultReport(f));
+      frame = new StackFrame(f.seq, `page fault: ${describeFault(f)}`, new Source(`page fault #${f.seq}`, undefined, ref), 1, 1);
     } else if (this.session.isAtEntry) {
-      frame = new StackFrame(0, 'program entry (before the first instruction)');
+      const ref = this.sources.create(() => this.entryReport());
+      frame = new StackFrame(0, 'program entry (before the first instruction)', new Source('program entry', undefined, ref), 1, 1);
     } else {
       response.body = { stackFrames: [], totalFrames: 0 };
       this.sendResponse(response);
       return;
     }
-    frame.presentationHint = 'label';
     response.body = { stackFrames: [frame], totalFrames: 1 };
     this.sendResponse(response);
+  }
+
+  protected override sourceRequest(response: DebugProtocol.SourceResponse, args: DebugProtocol.SourceArguments): void {
+    const make = this.sources.get(args.source?.sourceReference ?? args.sourceReference);
+    if (!make) {
+      this.sendErrorResponse(response, { id: 1006, format: 'this fault report is gone: the fault was resolved' });
+      return;
+    }
+    response.body = { content: make(), mimeType: 'text/plain' };
+    this.sendResponse(response);
+  }
+
+  private faultReport(f: FaultEvent): string {
+    const lines = [`Page fault #${f.seq}: ${describeFault(f)}`, ''];
+    for (const v of this.faultVariables(f)) lines.push(`  ${v.name.padEnd(30)} ${v.value}`);
+    const vma = this.session.pid !== undefined ? findVma(this.smaps(), BigInt(f.addr)) : undefined;
+    if (vma) {
+      lines.push('', `VMA ${hex(vma.start)}-${hex(vma.end)} ${vma.perms} ${vmaName(vma)}`);
+      for (const d of decodeVmFlags(vma.vmFlags)) lines.push(`  ${d.code}  ${d.meaning}`);
+    }
+    lines.push('', 'Stack traces with source lines arrive with DWARF unwinding; Continue or Step to resolve this fault.');
+    return lines.join('\n') + '\n';
+  }
+
+  private entryReport(): string {
+    const lines = [`Program entry: pid ${this.session.pid}, nothing has run yet.`, '', 'Tracked regions:'];
+    for (const r of this.session.regions) lines.push(`  ${regionLabel(r)}`);
+    return lines.join('\n') + '\n';
   }
 
   protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
@@ -283,6 +314,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   private async run(response: DebugProtocol.Response, action: () => Promise<void>, body?: object): Promise<void> {
     try {
       this.refs.reset();
+      this.sources.reset();
       await action();
       if (body) response.body = body;
       this.sendResponse(response);

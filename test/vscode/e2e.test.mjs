@@ -277,6 +277,11 @@ test('real VS Code: the debugger pauses on a page fault, shows it, and runs the 
       await page.locator('.debug-toolbar').first().waitFor({ state: 'visible', timeout: 30_000 });
       // At least one row (thread or frame) in the call stack, so the screenshot shows where it stopped.
       await page.locator('.debug-call-stack .monaco-list-row').first().waitFor({ state: 'visible', timeout: 30_000 });
+      // The Variables view shows the held fault: its scopes, expanded, with the faulting address.
+      const variables = page.locator('.debug-variables');
+      await variables.getByText('Fault', { exact: true }).first().waitFor({ state: 'visible', timeout: 30_000 });
+      await variables.getByText('VMA', { exact: true }).first().waitFor({ state: 'visible', timeout: 30_000 });
+      await variables.getByText(/^0x[0-9a-f]+$/).first().waitFor({ state: 'visible', timeout: 30_000 });
     })();
     await Promise.race([pausedUi, suiteEndedEarly, cancelled]);
     await page.screenshot({ path: path.join(artifactsDir, 'vscode-stopped-on-fault.png') });
