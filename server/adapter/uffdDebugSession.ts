@@ -7,7 +7,10 @@ import {
 import { DebugProtocol } from '@vscode/debugprotocol';
 import { constants } from 'node:os';
 import { describeFault, FaultSession, LaunchConfig, StopInfo } from '../core/session';
-import { decodeVmFlags, findVma, hex, readSmaps, SmapsEntry, uffdModes, vmaName } from '../core/procfs';
+import { completeConsoleCommand, runConsoleCommand } from '../core/console';
+import {
+  decodeVmFlags, describePage, findVma, hex, readPagemap, readSmaps, SmapsEntry, uffdModes, vmaName,
+} from '../core/procfs';
 import { regionLabel } from '../core/summary';
 import { FaultEvent, FaultKind } from '../protocol/messages';
 
@@ -18,6 +21,7 @@ export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArgument
 type VarRef =
   | { kind: 'fault'; seq: number }
   | { kind: 'vma'; seq: number }
+  | { kind: 'page'; seq: number }
   | { kind: 'vmflags'; flags: string[] }
   | { kind: 'counters'; counters: Record<string, number> }
   | { kind: 'regions' };
@@ -91,6 +95,8 @@ export class UffdDebugSession extends LoggingDebugSession {
     response.body = {
       supportsConfigurationDoneRequest: true,
       supportsTerminateRequest: true,
+      supportsCompletionsRequest: true,
+      completionTriggerCharacters: [],
       supportTerminateDebuggee: true,
       exceptionBreakpointFilters: FILTERS,
     };
@@ -192,7 +198,9 @@ export class UffdDebugSession extends LoggingDebugSession {
   private faultReport(f: FaultEvent): string {
     const lines = [`Page fault #${f.seq}: ${describeFault(f)}`, ''];
     for (const v of this.faultVariables(f)) lines.push(`  ${v.name.padEnd(30)} ${v.value}`);
-    const vma = this.session.pid !== undefined ? findVma(this.smaps(), BigInt(f.addr)) : undefined;
+    const [page] = readPagemap(this.session.pid!, BigInt(f.page));
+    if (page) lines.push('', `Page ${f.page}: ${describePage(page)}`);
+    const vma = findVma(this.smaps(), BigInt(f.addr));
     if (vma) {
       lines.push('', `VMA ${hex(vma.start)}-${hex(vma.end)} ${vma.perms} ${vmaName(vma)}`);
       for (const d of decodeVmFlags(vma.vmFlags)) lines.push(`  ${d.code}  ${d.meaning}`);
@@ -212,6 +220,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     const seq = args.frameId;
     if (seq > 0 && this.session.held.has(seq)) {
       scopes.push(new Scope('Fault', this.refs.create({ kind: 'fault', seq }), false));
+      scopes.push(new Scope('Page', this.refs.create({ kind: 'page', seq }), false));
       scopes.push(new Scope('VMA', this.refs.create({ kind: 'vma', seq }), false));
     }
     scopes.push(new Scope('Tracked regions', this.refs.create({ kind: 'regions' }), true));
@@ -255,6 +264,23 @@ export class UffdDebugSession extends LoggingDebugSession {
           new Variable('smaps counters', `Rss ${v.counters.Rss ?? 0} kB`, this.refs.create({ kind: 'counters', counters: v.counters })),
         ];
       }
+      case 'page': {
+        const f = this.session.held.get(ref.seq);
+        if (!f) return [new Variable('state', 'resolved')];
+        const [p] = readPagemap(this.session.pid!, BigInt(f.page));
+        if (!p) return [new Variable('pagemap', 'no entry (address outside the process)')];
+        return [
+          new Variable('state', describePage(p)),
+          new Variable('present', String(p.present)),
+          new Variable('swapped', String(p.swapped)),
+          new Variable('file or shared-anon', String(p.fileOrSharedAnon)),
+          new Variable('exclusive', String(p.exclusive)),
+          new Variable('soft-dirty', String(p.softDirty)),
+          new Variable('uffd-wp', String(p.uffdWp)),
+          new Variable('guard region', String(p.guard)),
+          new Variable('pfn', p.present ? hex(p.pfn) : 'none (not present)'),
+        ];
+      }
       case 'vmflags':
         return decodeVmFlags(ref.flags).map((d) => new Variable(d.code, d.meaning));
       case 'counters':
@@ -287,6 +313,27 @@ export class UffdDebugSession extends LoggingDebugSession {
       this.smapsCache = { at: now, entries: readSmaps(this.session.pid!) };
     }
     return this.smapsCache.entries;
+  }
+
+  protected override async evaluateRequest(response: DebugProtocol.EvaluateResponse, args: DebugProtocol.EvaluateArguments): Promise<void> {
+    if (args.context !== 'repl') {
+      this.sendErrorResponse(response, { id: 1007, format: 'uffd-debug evaluates Debug Console commands only (type help there)' });
+      return;
+    }
+    try {
+      response.body = { result: await runConsoleCommand(this.session, args.expression), variablesReference: 0 };
+      this.sendResponse(response);
+    } catch (e) {
+      this.sendErrorResponse(response, { id: 1008, format: (e as Error).message });
+    }
+  }
+
+  protected override completionsRequest(response: DebugProtocol.CompletionsResponse, args: DebugProtocol.CompletionsArguments): void {
+    const typed = args.text.slice(0, args.column - 1);
+    response.body = {
+      targets: completeConsoleCommand(typed).map((label) => ({ label, type: 'function', start: 0, length: typed.length })),
+    };
+    this.sendResponse(response);
   }
 
   protected override async continueRequest(response: DebugProtocol.ContinueResponse): Promise<void> {

@@ -1,6 +1,6 @@
 // Parsers for /proc/PID/maps, /proc/PID/smaps and the task list. Pure functions take text so
 // unit tests can feed captured procfs output; the readers below are thin.
-import { readFileSync, readdirSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
 
 export interface Vma {
   start: bigint;
@@ -185,4 +185,62 @@ export function listTasks(pid: number): TaskInfo[] {
 
 export function hex(n: bigint | number): string {
   return '0x' + n.toString(16);
+}
+
+/** One /proc/PID/pagemap entry, decoded (Documentation/admin-guide/mm/pagemap.rst). */
+export interface PagemapEntry {
+  present: boolean;
+  swapped: boolean;
+  /** File page or shared anonymous page. */
+  fileOrSharedAnon: boolean;
+  exclusive: boolean;
+  softDirty: boolean;
+  uffdWp: boolean;
+  guard: boolean;
+  /** Zero unless the reader has CAP_SYS_ADMIN. */
+  pfn: bigint;
+}
+
+export function decodePagemap(raw: bigint): PagemapEntry {
+  const bit = (n: number) => ((raw >> BigInt(n)) & 1n) === 1n;
+  const present = bit(63);
+  return {
+    present,
+    swapped: bit(62),
+    fileOrSharedAnon: bit(61),
+    exclusive: bit(56),
+    softDirty: bit(55),
+    uffdWp: bit(57),
+    guard: bit(58),
+    pfn: present ? raw & ((1n << 55n) - 1n) : 0n,
+  };
+}
+
+/**
+ * Reads pagemap entries for `count` pages from `addr`. Reading pagemap never touches the
+ * target's pages, so it cannot fault (unlike process_vm_readv on a missing page).
+ */
+export function readPagemap(pid: number, addr: bigint, count = 1): PagemapEntry[] {
+  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    const buf = Buffer.alloc(8 * count);
+    const n = readSync(fd, buf, 0, buf.length, Number((addr / 4096n) * 8n));
+    const out: PagemapEntry[] = [];
+    for (let i = 0; i + 8 <= n; i += 8) out.push(decodePagemap(buf.readBigUInt64LE(i)));
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function describePage(p: PagemapEntry): string {
+  if (!p.present && !p.swapped) return p.uffdWp ? 'not present (uffd-wp marker)' : 'not present';
+  const parts = [p.present ? 'present' : 'swapped'];
+  if (p.fileOrSharedAnon) parts.push('file/shared-anon');
+  else parts.push('private anon');
+  if (p.exclusive) parts.push('exclusive');
+  if (p.softDirty) parts.push('soft-dirty');
+  if (p.uffdWp) parts.push('uffd-wp');
+  if (p.guard) parts.push('guard');
+  return parts.join(', ');
 }

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import {
-  decodeVmFlags, findVma, parseMaps, parseSmaps, parseStat, uffdModes, VM_FLAGS, vmaName,
+  decodePagemap, decodeVmFlags, describePage, findVma, parseMaps, parseSmaps, parseStat, readMaps, readPagemap,
+  uffdModes, VM_FLAGS, vmaName,
 } from '../../server/core/procfs';
 
 const fixture = (name: string) => readFileSync(path.join(__dirname, 'fixtures', name), 'utf8');
@@ -78,4 +79,28 @@ test('findVma finds the mapping that contains an address, and none in a gap', ()
 
 test('parseStat copes with spaces and parentheses in the thread name', () => {
   assert.deepEqual(parseStat('1234 (my (odd) name) S 1 2 3'), { tid: 1234, name: 'my (odd) name', state: 'S' });
+});
+
+test('decodePagemap reads the documented bits', () => {
+  const present = decodePagemap((1n << 63n) | (1n << 56n) | (1n << 55n) | 0x1234n);
+  assert.deepEqual(present, {
+    present: true, swapped: false, fileOrSharedAnon: false, exclusive: true, softDirty: true,
+    uffdWp: false, guard: false, pfn: 0x1234n,
+  });
+  assert.equal(describePage(present), 'present, private anon, exclusive, soft-dirty');
+  const wp = decodePagemap((1n << 57n));
+  assert.equal(wp.present, false);
+  assert.equal(wp.uffdWp, true);
+  assert.equal(describePage(wp), 'not present (uffd-wp marker)');
+  const swapped = decodePagemap((1n << 62n) | (1n << 61n) | 0x7fn);
+  assert.equal(swapped.pfn, 0n, 'a swapped entry holds a swap offset, not a PFN');
+  assert.equal(describePage(swapped), 'swapped, file/shared-anon');
+});
+
+test('readPagemap reads this process: the top of its stack is present private memory', () => {
+  const maps = readMaps(process.pid);
+  const stack = maps.find((v) => v.path === '[stack]')!;
+  const [top] = readPagemap(process.pid, stack.end - 4096n);
+  assert.equal(top.present, true, 'the top of the stack is in use');
+  assert.equal(top.fileOrSharedAnon, false);
 });

@@ -1,0 +1,94 @@
+// Fault cost, three ways, in one run (compare ratios, never absolute times: this is a VM):
+//   (a) demo/bin/touch with no userfaultfd,
+//   (b) bench/bin/minhandler: the same touches under a minimal handler process (read + COPY),
+//   (c) demo/bin/touch under the helper, every fault auto-resolved in the helper and streamed
+//       to this process as a protocol event.
+// Each is the median of --runs runs of touching --pages fresh pages (default 65536, 3 runs).
+//   node --import tsx bench/faults.bench.ts [--pages N] [--runs R] [--read]
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { HelperClient } from '../server/core/helperClient';
+
+const root = path.resolve(__dirname, '..');
+const TOUCH = path.join(root, 'demo', 'bin', 'touch');
+const MINHANDLER = path.join(root, 'bench', 'bin', 'minhandler');
+
+function arg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+}
+const pages = arg('--pages', 65536);
+const runs = arg('--runs', 3);
+const read = process.argv.includes('--read');
+const touchArgs = ['--pages', String(pages), '--time', ...(read ? ['--read'] : [])];
+
+function touchNs(stderr: string): number {
+  const m = /touch_ns (\d+)/.exec(stderr);
+  if (!m) throw new Error(`no touch_ns in: ${stderr}`);
+  return Number(m[1]);
+}
+
+function plain(): number {
+  const r = spawnSync(TOUCH, touchArgs, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`touch failed: ${r.stderr}`);
+  return touchNs(r.stderr);
+}
+
+function minimal(): number {
+  const r = spawnSync(MINHANDLER, ['--pages', String(pages), ...(read ? ['--read'] : [])], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`minhandler failed: ${r.stderr}`);
+  return touchNs(r.stderr);
+}
+
+async function underHelper(): Promise<{ ns: number; events: number }> {
+  const c = new HelperClient();
+  await c.start();
+  let stderr = '';
+  let events = 0;
+  c.on('output', (s, d) => { if (s === 'stderr') stderr += d; });
+  const exited = new Promise<void>((resolve) => c.on('event', (e) => {
+    if (e.event === 'fault') events++;
+    if (e.event === 'exited') resolve();
+  }));
+  await c.request('launch', { program: TOUCH, args: touchArgs, cwd: root, env: null });
+  await c.request('policy', { stream: 'all' });
+  await c.request('run', {});
+  await exited;
+  // The program's last stderr line may trail the exit event.
+  for (let i = 0; i < 100 && !/touch_ns/.test(stderr); i++) await new Promise((r) => setTimeout(r, 10));
+  await c.stop();
+  return { ns: touchNs(stderr), events };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function main(): Promise<void> {
+  execFileSync('make', ['-s', '-C', path.join(root, 'bench')], { stdio: 'inherit' });
+  const a: number[] = [];
+  const b: number[] = [];
+  const c: number[] = [];
+  let events = 0;
+  // Interleaved, so a burst of load on the machine hits every variant alike.
+  for (let i = 0; i < runs; i++) {
+    a.push(plain());
+    b.push(minimal());
+    const h = await underHelper();
+    c.push(h.ns);
+    events = h.events;
+  }
+  const us = (ns: number) => (ns / pages / 1000).toFixed(2);
+  const [ma, mb, mc] = [median(a), median(b), median(c)];
+  console.log(`fault cost, ${pages} ${read ? 'read' : 'write'} faults, median of ${runs} runs`);
+  console.log(`  (a) no userfaultfd          ${(ma / 1e6).toFixed(1).padStart(8)} ms  ${us(ma)} µs/page`);
+  console.log(`  (b) minimal handler         ${(mb / 1e6).toFixed(1).padStart(8)} ms  ${us(mb)} µs/page`);
+  console.log(`  (c) uffd-debug helper       ${(mc / 1e6).toFixed(1).padStart(8)} ms  ${us(mc)} µs/page  (${events} fault events streamed)`);
+  console.log(`  ratio (b)/(a) ${(mb / ma).toFixed(2)}   (c)/(a) ${(mc / ma).toFixed(2)}   (c)/(b) ${(mc / mb).toFixed(2)}  (target (c)/(b) <= 1.15)`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,100 @@
+// Debug Console commands: plain-text answers about the debugged process. Pure over a
+// FaultSession, so the adapter, the CLI and tests can share it.
+import { FaultSession } from './session';
+import { describePage, findVma, hex, readPagemap, readSmaps, uffdModes, vmaName } from './procfs';
+import { regionLabel } from './summary';
+
+interface Command {
+  usage: string;
+  help: string;
+  run(s: FaultSession, args: string[]): Promise<string> | string;
+}
+
+const COMMANDS: Record<string, Command> = {
+  help: {
+    usage: 'help',
+    help: 'list the commands',
+    run: () => Object.values(COMMANDS).map((c) => `${c.usage.padEnd(24)} ${c.help}`).join('\n'),
+  },
+  maps: {
+    usage: 'maps [TEXT]',
+    help: 'the VMAs of the process (those whose path or flags contain TEXT)',
+    run: (s, args) => {
+      const pid = requirePid(s);
+      const lines = readSmaps(pid)
+        .filter((v) => args.length === 0 || `${vmaName(v)} ${v.vmFlags.join(' ')}`.includes(args[0]))
+        .map((v) => {
+          const kib = Number((v.end - v.start) / 1024n);
+          const modes = uffdModes(v.vmFlags);
+          return `${hex(v.start)}-${hex(v.end)} ${v.perms} ${String(kib).padStart(8)} KiB  ${vmaName(v)}` +
+            (modes.length ? `  [uffd: ${modes.join(',')}]` : '');
+        });
+      return lines.length ? lines.join('\n') : 'no mapping matches';
+    },
+  },
+  page: {
+    usage: 'page ADDR [COUNT]',
+    help: 'pagemap state of the page(s) at ADDR (reading pagemap never faults)',
+    run: (s, args) => {
+      const pid = requirePid(s);
+      if (args.length < 1) throw new Error('usage: page ADDR [COUNT], e.g. page 0x7f0000001000 4');
+      const addr = parseAddr(args[0]);
+      const count = args[1] ? Number(args[1]) : 1;
+      if (!Number.isInteger(count) || count < 1 || count > 4096) throw new Error('COUNT is a number of pages from 1 to 4096');
+      const page = addr & ~0xfffn;
+      const vma = findVma(readSmaps(pid), page);
+      const head = vma ? `in ${hex(vma.start)}-${hex(vma.end)} ${vma.perms} ${vmaName(vma)}` : 'not in any mapping';
+      const entries = readPagemap(pid, page, count);
+      return [head, ...entries.map((p, i) => `${hex(page + BigInt(i) * 4096n)}  ${describePage(p)}`)].join('\n');
+    },
+  },
+  regions: {
+    usage: 'regions',
+    help: 'the ranges the debugger has registered with userfaultfd',
+    run: (s) => s.regions.map((r, i) => `#${i} ${regionLabel(r)} via ${r.via}`).join('\n') || 'no regions',
+  },
+  threads: {
+    usage: 'threads',
+    help: 'threads with state and wait channel (handle_userfault = blocked on a fault)',
+    run: (s) => s.threads().map((t) => `${t.tid} ${t.name} ${t.state} ${t.wchan}`).join('\n') || 'no threads',
+  },
+  held: {
+    usage: 'held',
+    help: 'faults waiting to be resolved',
+    run: (s) => [...s.held.values()].map((f) => `#${f.seq} tid ${f.tid} ${f.kind} ${f.access} ${f.addr}`).join('\n') ||
+      'no fault is held',
+  },
+  stats: {
+    usage: 'stats',
+    help: 'fault counters kept by the helper',
+    run: async (s) => {
+      const st = await s.helper.request('stats', {});
+      return `faults: missing ${st.faults.missing}, write-protect ${st.faults.wp}, minor ${st.faults.minor}\n` +
+        `held ${st.held}, resolved ${st.resolved}, regions ${st.regions}`;
+    },
+  },
+};
+
+function requirePid(s: FaultSession): number {
+  if (s.pid === undefined || s.exitInfo) throw new Error('no process: start a debug session first (or it has exited)');
+  return s.pid;
+}
+
+function parseAddr(text: string): bigint {
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(text)) throw new Error(`'${text}' is not an address: write it in hex (0x7f…) or decimal`);
+  return BigInt(text);
+}
+
+export async function runConsoleCommand(s: FaultSession, line: string): Promise<string> {
+  const [name, ...args] = line.trim().split(/\s+/);
+  const cmd = COMMANDS[name];
+  if (!cmd) throw new Error(`unknown command '${name}': type 'help' for the list`);
+  return cmd.run(s, args);
+}
+
+/** Command names that start with what was typed (the DAP completions request). */
+export function completeConsoleCommand(text: string): string[] {
+  const word = text.trimStart();
+  if (word.includes(' ')) return [];
+  return Object.keys(COMMANDS).filter((n) => n.startsWith(word));
+}
