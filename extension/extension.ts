@@ -4,6 +4,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { UffdDebugSession } from '../server/adapter/uffdDebugSession';
+import { formatRss, listProcesses } from '../server/core/processes';
 
 const TYPE = 'uffd';
 
@@ -12,6 +13,7 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(
     log,
     vscode.commands.registerCommand('uffd-debug.showLog', () => log.show(true)),
+    vscode.commands.registerCommand('uffd-debug.pickProcess', pickProcess),
     vscode.debug.registerDebugAdapterDescriptorFactory(TYPE, new AdapterFactory(context)),
     vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider()),
     vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider(),
@@ -22,6 +24,23 @@ export function activate(context: vscode.ExtensionContext): void {
 
 export function deactivate(): void {
   // Sessions end with their adapters; nothing else to release.
+}
+
+/** `${command:pickProcess}` in an attach configuration: a searchable list of processes. */
+async function pickProcess(): Promise<string | undefined> {
+  const items = listProcesses().map((p) => ({
+    label: p.name,
+    description: `PID ${p.pid} · ${p.user} · RSS ${formatRss(p.rssKiB)}`,
+    detail: p.cmdline,
+    pid: p.pid,
+  }));
+  const picked = await vscode.window.showQuickPick(items, {
+    title: 'Attach uffd-debug to process',
+    placeHolder: 'Type a name, PID, user or part of the command line',
+    matchOnDescription: true,
+    matchOnDetail: true,
+  });
+  return picked ? String(picked.pid) : undefined;
 }
 
 class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
