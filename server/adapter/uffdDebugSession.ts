@@ -12,6 +12,7 @@ import {
   decodeVmFlags, describePage, findVma, hex, readPagemap, readSmaps, SmapsEntry, uffdModes, vmaName,
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
+import { basename, locationLabel, readUserRegs, Symbolizer } from '../core/symbolize';
 import { FaultEvent, FaultKind } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
@@ -22,6 +23,7 @@ type VarRef =
   | { kind: 'fault'; seq: number }
   | { kind: 'vma'; seq: number }
   | { kind: 'page'; seq: number }
+  | { kind: 'registers'; seq: number }
   | { kind: 'vmflags'; flags: string[] }
   | { kind: 'counters'; counters: Record<string, number> }
   | { kind: 'regions' };
@@ -47,6 +49,9 @@ export class UffdDebugSession extends LoggingDebugSession {
   private refs = new Handles<VarRef>();
   /** Generated documents behind stack frames: VS Code focuses (and fills Variables for) only frames with a source. */
   private sources = new Handles<() => string>();
+  /** Frame id → the held fault it belongs to (0 for the entry stop). */
+  private frames = new Handles<number>();
+  private symbolizer = new Symbolizer();
   private smapsCache: { at: number; entries: SmapsEntry[] } | null = null;
   private ended = false;
 
@@ -169,19 +174,30 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): void {
     const f = this.session.heldFor(args.threadId);
-    let frame: StackFrame;
+    const frames: DebugProtocol.StackFrame[] = [];
     if (f) {
-      const ref = this.sources.create(() => this.faultReport(f));
-      frame = new StackFrame(f.seq, `page fault: ${describeFault(f)}`, new Source(`page fault #${f.seq}`, undefined, ref), 1, 1);
+      const report = new Source(`page fault #${f.seq}`, undefined, this.sources.create(() => this.faultReport(f)));
+      const label = new StackFrame(this.frames.create(f.seq), `page fault #${f.seq}: ${describeFault(f)}`) as DebugProtocol.StackFrame;
+      label.presentationHint = 'label';
+      frames.push(label);
+      // The faulting instruction, read without disturbing the blocked thread. Callers need the
+      // full register set (ptrace), which this version does not take.
+      const regs = readUserRegs(this.session.pid!, f.tid);
+      if (regs) {
+        const loc = this.symbolizer.locate(this.smaps(), regs.pc);
+        const frame = loc.sourceAvailable
+          ? new StackFrame(this.frames.create(f.seq), loc.func ?? locationLabel(loc), new Source(basename(loc.file!), loc.file!), loc.line!, 1)
+          : new StackFrame(this.frames.create(f.seq), locationLabel(loc), report, 1, 1);
+        frame.instructionPointerReference = hex(regs.pc);
+        frames.push(frame);
+      } else {
+        frames.push(new StackFrame(this.frames.create(f.seq), 'fault report', report, 1, 1));
+      }
     } else if (this.session.isAtEntry) {
       const ref = this.sources.create(() => this.entryReport());
-      frame = new StackFrame(0, 'program entry (before the first instruction)', new Source('program entry', undefined, ref), 1, 1);
-    } else {
-      response.body = { stackFrames: [], totalFrames: 0 };
-      this.sendResponse(response);
-      return;
+      frames.push(new StackFrame(this.frames.create(0), 'program entry (before the first instruction)', new Source('program entry', undefined, ref), 1, 1));
     }
-    response.body = { stackFrames: [frame], totalFrames: 1 };
+    response.body = { stackFrames: frames, totalFrames: frames.length };
     this.sendResponse(response);
   }
 
@@ -217,11 +233,12 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
     const scopes: DebugProtocol.Scope[] = [];
-    const seq = args.frameId;
+    const seq = this.frames.get(args.frameId) ?? 0;
     if (seq > 0 && this.session.held.has(seq)) {
       scopes.push(new Scope('Fault', this.refs.create({ kind: 'fault', seq }), false));
       scopes.push(new Scope('Page', this.refs.create({ kind: 'page', seq }), false));
       scopes.push(new Scope('VMA', this.refs.create({ kind: 'vma', seq }), false));
+      scopes.push(new Scope('Registers', this.refs.create({ kind: 'registers', seq }), false));
     }
     scopes.push(new Scope('Tracked regions', this.refs.create({ kind: 'regions' }), true));
     response.body = { scopes };
@@ -279,6 +296,16 @@ export class UffdDebugSession extends LoggingDebugSession {
           new Variable('uffd-wp', String(p.uffdWp)),
           new Variable('guard region', String(p.guard)),
           new Variable('pfn', p.present ? hex(p.pfn) : 'none (not present)'),
+        ];
+      }
+      case 'registers': {
+        const f = this.session.held.get(ref.seq);
+        const regs = f ? readUserRegs(this.session.pid!, f.tid) : null;
+        if (!regs) return [new Variable('state', 'not available (the thread is running)')];
+        return [
+          new Variable('rip', hex(regs.pc), 0),
+          new Variable('rsp', hex(regs.sp), 0),
+          new Variable('(others)', 'need ptrace: the full register set arrives with stack unwinding'),
         ];
       }
       case 'vmflags':
@@ -362,6 +389,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     try {
       this.refs.reset();
       this.sources.reset();
+      this.frames.reset();
       await action();
       if (body) response.body = body;
       this.sendResponse(response);
