@@ -7,16 +7,19 @@ import {
 import { DebugProtocol } from '@vscode/debugprotocol';
 import { constants } from 'node:os';
 import { describeFault, FaultSession, LaunchConfig, StopInfo } from '../core/session';
+import { Batcher } from '../core/batcher';
 import { completeConsoleCommand, runConsoleCommand } from '../core/console';
 import {
   decodeVmFlags, describePage, findVma, hex, readPagemap, readSmaps, SmapsEntry, uffdModes, vmaName,
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
 import { basename, locationLabel, readUserRegs, Symbolizer } from '../core/symbolize';
-import { FaultEvent, FaultKind } from '../protocol/messages';
+import { FaultEvent, FaultKind, HelperEvent } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
+  /** Stream every fault to the timeline panel (custom event `uffd/events`); default true. */
+  timeline?: boolean;
 }
 
 type VarRef =
@@ -27,6 +30,9 @@ type VarRef =
   | { kind: 'vmflags'; flags: string[] }
   | { kind: 'counters'; counters: Record<string, number> }
   | { kind: 'regions' };
+
+/** A helper event without its envelope tag, as the timeline panel takes it. */
+type WithoutType<T> = T extends unknown ? Omit<T, 'type'> : never;
 
 const FILTERS: DebugProtocol.ExceptionBreakpointsFilter[] = [
   { filter: 'missing', label: 'Missing-page faults', default: false,
@@ -54,12 +60,21 @@ export class UffdDebugSession extends LoggingDebugSession {
   private symbolizer = new Symbolizer();
   private smapsCache: { at: number; entries: SmapsEntry[] } | null = null;
   private ended = false;
+  /** Helper events for the timeline panel, a few batches per second. */
+  private timeline = new Batcher<WithoutType<HelperEvent>>((batch) => this.sendEvent(new Event('uffd/events', { batch })));
 
   constructor() {
     super();
     this.setDebuggerLinesStartAt1(true);
     this.setDebuggerColumnsStartAt1(true);
     const s = this.session;
+    const toTimeline = (e: HelperEvent) => {
+      const { type: _type, ...rest } = e;
+      this.timeline.push(rest as WithoutType<HelperEvent>);
+    };
+    s.on('fault', toTimeline);
+    s.on('resolved', toTimeline);
+    s.on('region', (region) => toTimeline({ type: 'event', event: 'region', action: 'add', region }));
     s.on('stopped', (info) => this.onStopped(info));
     s.on('output', (stream, data) => this.sendEvent(new OutputEvent(data, stream)));
     s.on('log', (line) => this.sendEvent(new Event('uffd/log', { line })));
@@ -80,10 +95,12 @@ export class UffdDebugSession extends LoggingDebugSession {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.timeline.dispose();
     this.sendEvent(new TerminatedEvent());
   }
 
   private onStopped(info: StopInfo): void {
+    this.timeline.flush();
     const ev = new StoppedEvent(info.reason, info.tid) as DebugProtocol.StoppedEvent;
     ev.body.allThreadsStopped = false;
     if (info.fault) {
@@ -117,9 +134,10 @@ export class UffdDebugSession extends LoggingDebugSession {
         env: args.env,
         stopOnEntry: args.stopOnEntry ?? false,
         stopOnFirstFault: args.stopOnFirstFault ?? true,
-        stream: 'held',
+        stream: args.timeline === false ? 'held' : 'all',
         helperPath: process.env.UFFD_HELPER,
       });
+      for (const region of info.regions) this.timeline.push({ event: 'region', action: 'add', region });
       this.sendEvent(new OutputEvent(
         `uffd-debug: pid ${info.pid}, userfaultfd created in the target (${info.uffdSource}), ` +
         `${info.regions.length} anonymous region${info.regions.length === 1 ? '' : 's'} registered, kernel ${this.session.hello?.kernel}\n`, 'console'));
@@ -361,6 +379,21 @@ export class UffdDebugSession extends LoggingDebugSession {
       targets: completeConsoleCommand(typed).map((label) => ({ label, type: 'function', start: 0, length: typed.length })),
     };
     this.sendResponse(response);
+  }
+
+  /** `uffd/selectThread {tid}` from the timeline: show that thread's held fault in the UI again. */
+  protected override customRequest(command: string, response: DebugProtocol.Response, args: { tid?: number }): void {
+    if (command === 'uffd/selectThread' && typeof args?.tid === 'number') {
+      const f = this.session.heldFor(args.tid);
+      if (!f) {
+        this.sendErrorResponse(response, { id: 1009, format: `thread ${args.tid} is not stopped on a fault (it was resolved meanwhile)` });
+        return;
+      }
+      this.sendResponse(response);
+      this.onStopped({ reason: 'page fault', tid: f.tid, fault: f });
+      return;
+    }
+    this.sendErrorResponse(response, { id: 1010, format: `unknown request '${command}'` });
   }
 
   protected override async continueRequest(response: DebugProtocol.ContinueResponse): Promise<void> {
