@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { UffdDebugSession } from '../server/adapter/uffdDebugSession';
 import { formatRss, listProcesses } from '../server/core/processes';
+import { isTimelineEvent, TimelineEvent } from '../webview/messages';
+import { TimelinePanel } from './timelinePanel';
 
 const TYPE = 'uffd';
 
@@ -19,6 +21,27 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider(),
       vscode.DebugConfigurationProviderTriggerKind.Dynamic),
     vscode.debug.registerDebugAdapterTrackerFactory(TYPE, new FailureTracker(log)),
+    vscode.commands.registerCommand('uffd-debug.openTimeline', () => {
+      const s = vscode.debug.activeDebugSession;
+      if (!s || s.type !== TYPE) {
+        void vscode.window.showInformationMessage('uffd-debug: start a uffd debug session first; the timeline belongs to it.');
+        return;
+      }
+      TimelinePanel.open(context, s, log);
+    }),
+    vscode.debug.onDidStartDebugSession((s) => {
+      if (s.type === TYPE && vscode.workspace.getConfiguration('uffd-debug').get<boolean>('timeline.openOnStart', true)) {
+        TimelinePanel.open(context, s, log);
+      }
+    }),
+    vscode.debug.onDidTerminateDebugSession((s) => TimelinePanel.closeFor(s)),
+    vscode.debug.onDidReceiveDebugSessionCustomEvent((e) => {
+      if (e.session.type !== TYPE || e.event !== 'uffd/events') return;
+      const batch = (e.body as { batch?: unknown[] } | undefined)?.batch;
+      if (!Array.isArray(batch)) return;
+      const events = batch.filter(isTimelineEvent) as TimelineEvent[];
+      TimelinePanel.forSession(e.session)?.post({ type: 'events', batch: events });
+    }),
   );
 }
 

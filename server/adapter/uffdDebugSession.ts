@@ -14,7 +14,7 @@ import {
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
 import { basename, locationLabel, readUserRegs, Symbolizer } from '../core/symbolize';
-import { FaultEvent, FaultKind, HelperEvent } from '../protocol/messages';
+import { AddrRange, FaultEvent, FaultKind, HelperEvent, TrackSelector } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -30,6 +30,27 @@ type VarRef =
   | { kind: 'vmflags'; flags: string[] }
   | { kind: 'counters'; counters: Record<string, number> }
   | { kind: 'regions' };
+
+export interface UffdAttachArguments extends DebugProtocol.AttachRequestArguments {
+  pid: number | string;
+  /** "anon" (default), a list of mapping names ("[heap]", "/path/lib.so"), or address ranges. */
+  track?: 'anon' | (string | AddrRange)[];
+  stopOnFirstFault?: boolean;
+  timeline?: boolean;
+}
+
+/** The attach configuration's `track` as the helper's selector. */
+export function trackSelector(track: UffdAttachArguments['track']): TrackSelector | undefined {
+  if (track === undefined || track === 'anon') return undefined;
+  if (!Array.isArray(track) || track.length === 0) {
+    throw new Error("'track' is \"anon\", a list of mapping names like \"[heap]\", or a list of {\"start\", \"end\"} ranges");
+  }
+  if (track.every((t) => typeof t === 'string')) return { names: track as string[] };
+  if (track.every((t) => typeof t === 'object' && t !== null && typeof t.start === 'string' && typeof t.end === 'string')) {
+    return { ranges: track as AddrRange[] };
+  }
+  throw new Error("'track' mixes names and ranges: use one kind per configuration (add the other with the 'track' console command)");
+}
 
 /** A helper event without its envelope tag, as the timeline panel takes it. */
 type WithoutType<T> = T extends unknown ? Omit<T, 'type'> : never;
@@ -79,10 +100,19 @@ export class UffdDebugSession extends LoggingDebugSession {
     s.on('output', (stream, data) => this.sendEvent(new OutputEvent(data, stream)));
     s.on('log', (line) => this.sendEvent(new Event('uffd/log', { line })));
     s.on('exited', (ex) => {
-      const code = ex.signal ? 128 + (constants.signals[ex.signal as NodeJS.Signals] ?? 0) : (ex.code ?? 0);
-      const how = ex.signal ? `was killed by ${ex.signal}` : `exited with code ${ex.code}`;
-      this.sendEvent(new OutputEvent(`Program ${how}.\n`, 'console'));
-      this.sendEvent(new ExitedEvent(code));
+      if (ex.code === null && ex.signal === null) {
+        // An attached process is not the helper's child: its exit status cannot be read.
+        this.sendEvent(new OutputEvent('The process exited.\n', 'console'));
+      } else {
+        const code = ex.signal ? 128 + (constants.signals[ex.signal as NodeJS.Signals] ?? 0) : (ex.code ?? 0);
+        const how = ex.signal ? `was killed by ${ex.signal}` : `exited with code ${ex.code}`;
+        this.sendEvent(new OutputEvent(`Program ${how}.\n`, 'console'));
+        this.sendEvent(new ExitedEvent(code));
+      }
+      this.end();
+    });
+    s.on('detached', (pid) => {
+      this.sendEvent(new OutputEvent(`Detached from pid ${pid}; it runs on.\n`, 'console'));
       this.end();
     });
     s.on('helperLost', (msg) => {
@@ -149,11 +179,27 @@ export class UffdDebugSession extends LoggingDebugSession {
     }
   }
 
-  protected override attachRequest(response: DebugProtocol.AttachResponse): void {
-    this.sendErrorResponse(response, {
-      id: 1002, showUser: true,
-      format: 'Attaching to a running process is not available yet in this version of uffd-debug; use a "launch" configuration.',
-    });
+  protected override async attachRequest(response: DebugProtocol.AttachResponse, args: UffdAttachArguments): Promise<void> {
+    try {
+      const pid = typeof args.pid === 'string' ? Number(args.pid.trim()) : args.pid;
+      const info = await this.session.attach({
+        pid,
+        track: trackSelector(args.track),
+        stopOnFirstFault: args.stopOnFirstFault ?? false,
+        stream: args.timeline === false ? 'held' : 'all',
+        helperPath: process.env.UFFD_HELPER,
+      });
+      this.sendEvent(new OutputEvent(
+        `uffd-debug: attached to pid ${info.pid} (${info.threads.length} thread${info.threads.length === 1 ? '' : 's'}), ` +
+        `userfaultfd created in the target (${info.uffdSource}), ${info.regions.length} region${info.regions.length === 1 ? '' : 's'} ` +
+        `registered. Disconnect detaches; the process runs on.\n`, 'console'));
+      for (const region of info.regions) this.timeline.push({ event: 'region', action: 'add', region });
+      this.sendResponse(response);
+      this.sendEvent(new InitializedEvent());
+    } catch (e) {
+      await this.session.dispose();
+      this.fail(response, 1002, e);
+    }
   }
 
   protected override async setExceptionBreakPointsRequest(
@@ -440,8 +486,11 @@ export class UffdDebugSession extends LoggingDebugSession {
     }
   }
 
-  protected override async disconnectRequest(response: DebugProtocol.DisconnectResponse): Promise<void> {
+  protected override async disconnectRequest(response: DebugProtocol.DisconnectResponse,
+    args: DebugProtocol.DisconnectArguments): Promise<void> {
     try {
+      // An attached process is only killed when the user asks for it; otherwise it is detached.
+      if (this.session.attached && args?.terminateDebuggee === true) await this.session.terminate();
       await this.session.dispose();
     } finally {
       this.sendResponse(response);

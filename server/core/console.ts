@@ -64,6 +64,27 @@ const COMMANDS: Record<string, Command> = {
     run: (s) => [...s.held.values()].map((f) => `#${f.seq} tid ${f.tid} ${f.kind} ${f.access} ${f.addr}`).join('\n') ||
       'no fault is held',
   },
+  track: {
+    usage: 'track anon|NAME…|START-END…',
+    help: 'register more of an attached process: all anonymous memory, mappings by name, or ranges',
+    run: async (s, args) => {
+      if (args.length === 0) throw new Error('usage: track anon | track [heap] /path/lib.so | track 0x7f00000000-0x7f00010000');
+      const selector = args[0] === 'anon' ? { anon: true as const }
+        : args.every((a) => /^0x[0-9a-f]+-0x[0-9a-f]+$/i.test(a)) ? { ranges: args.map(parseRange) }
+          : { names: args };
+      const regions = await s.track(selector);
+      return regions.length ? regions.map((r) => `registered ${regionLabel(r)}`).join('\n') : 'nothing new to register';
+    },
+  },
+  untrack: {
+    usage: 'untrack START-END…',
+    help: 'unregister ranges of an attached process (faults there stop coming)',
+    run: async (s, args) => {
+      if (args.length === 0) throw new Error('usage: untrack 0x7f00000000-0x7f00010000');
+      const regions = await s.untrack(args.map(parseRange));
+      return regions.map((r) => `unregistered ${r.start}-${r.end}`).join('\n') || 'nothing was registered there';
+    },
+  },
   stats: {
     usage: 'stats',
     help: 'fault counters kept by the helper',
@@ -83,6 +104,12 @@ function requirePid(s: FaultSession): number {
 function parseAddr(text: string): bigint {
   if (!/^(0x[0-9a-f]+|\d+)$/i.test(text)) throw new Error(`'${text}' is not an address: write it in hex (0x7f…) or decimal`);
   return BigInt(text);
+}
+
+function parseRange(text: string): { start: string; end: string } {
+  const m = /^(0x[0-9a-f]+)-(0x[0-9a-f]+)$/i.exec(text);
+  if (!m) throw new Error(`'${text}' is not a range: write START-END in hex, e.g. 0x7f0000000000-0x7f0000010000`);
+  return { start: m[1].toLowerCase(), end: m[2].toLowerCase() };
 }
 
 export async function runConsoleCommand(s: FaultSession, line: string): Promise<string> {

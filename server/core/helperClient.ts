@@ -4,6 +4,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import {
   Command, decodeMessage, encodeRequest, ErrorInfo, HelperEvent, HelloBody, PROTOCOL_VERSION, Requests,
 } from '../protocol/messages';
@@ -44,6 +45,8 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
   private buf = '';
   private logTail: string[] = [];
   private exited = false;
+  /** One per stream: a UTF-8 character may be split across two output events. */
+  private decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
   exitCode: number | null = null;
   hello: HelloBody | null = null;
 
@@ -52,11 +55,18 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
     if (!existsSync(helperPath)) {
       throw new HelperError('ENOENT', `the native helper ${helperPath} does not exist; run 'npm run build'`);
     }
-    // fds 3 and 4 carry the target program's stdout and stderr; fd 1 is only protocol.
-    const proc = spawn(helperPath, [], { stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    // fd 1 is only protocol; the program's own output arrives in it as `output` events.
+    const proc = spawn(helperPath, [], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = proc;
     proc.stdout!.setEncoding('utf8');
     proc.stdout!.on('data', (chunk: string) => this.onData(chunk));
+    proc.stdout!.on('end', () => {
+      // an incomplete UTF-8 sequence at the very end comes out as U+FFFD
+      for (const name of ['stdout', 'stderr'] as const) {
+        const rest = this.decoders[name].end();
+        if (rest) this.emit('output', name, rest);
+      }
+    });
     let errBuf = '';
     proc.stderr!.setEncoding('utf8');
     proc.stderr!.on('data', (chunk: string) => {
@@ -70,11 +80,6 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
         this.emit('log', line);
       }
     });
-    for (const [fd, name] of [[3, 'stdout'], [4, 'stderr']] as const) {
-      const s = proc.stdio[fd] as NodeJS.ReadableStream;
-      s.setEncoding('utf8');
-      s.on('data', (chunk: string) => this.emit('output', name, chunk));
-    }
     proc.stdin!.on('error', () => { /* the helper died; 'exit' reports it */ });
     const spawned = new Promise<void>((resolve, reject) => {
       proc.once('spawn', resolve);
@@ -145,13 +150,16 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
         this.pending.delete(msg.id);
         if (msg.ok) p.resolve(msg.body);
         else p.reject(toError(msg.error));
+      } else if (msg.event === 'output') {
+        const text = this.decoders[msg.stream].write(Buffer.from(msg.data, 'base64'));
+        if (text) this.emit('output', msg.stream, text);
       } else {
         this.emit('event', msg);
       }
     }
   }
 
-  /** Asks the helper to end (it kills a launched program), then waits for it to exit. */
+  /** Asks the helper to end (it kills a launched program, detaches an attached one), then waits for it to exit. */
   async stop(timeoutMs = 3000): Promise<void> {
     const proc = this.proc;
     if (!proc || this.exited) return;

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { HelperClient, HelperError } from './helperClient';
 import { listTasks, TaskInfo } from './procfs';
 import {
-  FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolvedEvent, ResolveHow, StreamMode,
+  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolvedEvent, ResolveHow, StreamMode,
+  TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -16,6 +17,15 @@ export interface LaunchConfig {
   /** Added to (or, with a null value, removed from) the adapter's environment. */
   env?: Record<string, string | null>;
   stopOnEntry?: boolean;
+  stopOnFirstFault?: boolean;
+  stream?: StreamMode;
+  helperPath?: string;
+}
+
+export interface AttachConfig {
+  pid: number;
+  /** What to register: all private anonymous memory by default. */
+  track?: TrackSelector;
   stopOnFirstFault?: boolean;
   stream?: StreamMode;
   helperPath?: string;
@@ -38,12 +48,14 @@ export interface SessionEvents {
   region: [Region];
   output: ['stdout' | 'stderr', string];
   exited: [ExitInfo];
+  /** An attached process was let go; it runs on. */
+  detached: [number];
   log: [string];
   /** The helper went away without being asked to: the session is over. */
   helperLost: [string];
 }
 
-type State = 'idle' | 'entry' | 'running' | 'exited' | 'disposed';
+type State = 'idle' | 'entry' | 'running' | 'exited' | 'detached' | 'disposed';
 
 export class SessionError extends Error {
   constructor(readonly code: string, message: string) {
@@ -59,7 +71,9 @@ export function describeFault(f: FaultEvent): string {
 export class FaultSession extends EventEmitter<SessionEvents> {
   readonly helper = new HelperClient();
   hello: HelloBody | null = null;
-  launchInfo: LaunchBody | null = null;
+  launchInfo: LaunchBody | AttachBody | null = null;
+  /** True for a process that was running before the debugger came (attach). */
+  attached = false;
   regions: Region[] = [];
   /** Faults waiting for the user, by sequence number. */
   readonly held = new Map<number, FaultEvent>();
@@ -87,25 +101,67 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     this.config = config;
     const program = checkProgram(config.program, config.cwd);
     const cwd = config.cwd ?? path.dirname(program);
-    this.helper.on('event', (e) => this.onHelperEvent(e));
-    this.helper.on('log', (l) => this.emit('log', l));
-    this.helper.on('output', (s, d) => this.emit('output', s, d));
-    this.helper.on('exit', (code, signal) => {
-      if (this.state === 'disposed' || this.state === 'exited') return;
-      const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      this.emit('helperLost', `the uffd helper ${why} unexpectedly. Last log lines:\n${this.helper.lastLog(10)}`);
-    });
-    this.hello = await this.helper.start(config.helperPath);
-    if (!this.hello.uffd.available) {
-      throw new SessionError('ENOUFFD', `userfaultfd is not available: ${this.hello.uffd.error ?? 'unknown reason'}`);
-    }
+    await this.startHelper(config.helperPath);
     const env = config.env ? mergeEnv(process.env, config.env) : null;
     this.launchInfo = await this.helper.request('launch', {
-      program, args: config.args ?? [], cwd, env, stdoutFd: 3, stderrFd: 4,
+      program, args: config.args ?? [], cwd, env,
     });
     this.regions = [...this.launchInfo.regions];
     await this.applyPolicy({ stream: config.stream ?? 'all' });
     return this.launchInfo;
+  }
+
+  /** Takes a running process: its memory faults through the debugger's userfaultfd from now on. */
+  async attach(config: AttachConfig): Promise<AttachBody> {
+    if (this.state !== 'idle') throw new SessionError('ESTATE', 'this session already has a process');
+    if (!Number.isInteger(config.pid) || config.pid <= 0) {
+      throw new SessionError('EINVAL', `'pid' must be a process ID (a positive whole number), not '${String(config.pid)}'`);
+    }
+    this.config = { program: '', stopOnFirstFault: config.stopOnFirstFault ?? false };
+    this.attached = true;
+    await this.startHelper(config.helperPath);
+    const body = await this.helper.request('attach', { pid: config.pid, ...(config.track ? { track: config.track } : {}) });
+    this.launchInfo = body;
+    this.regions = [...body.regions];
+    await this.applyPolicy({ stream: config.stream ?? 'all' });
+    return body;
+  }
+
+  /** Registers more of an attached process (by name, range, or all anonymous memory). */
+  async track(selector: TrackSelector): Promise<Region[]> {
+    this.requireRunning('track');
+    const { regions } = await this.helper.request('track', selector);
+    this.regions.push(...regions);
+    return regions;
+  }
+
+  async untrack(ranges: AddrRange[]): Promise<Region[]> {
+    this.requireRunning('untrack');
+    const { regions } = await this.helper.request('untrack', { ranges });
+    const gone = new Set(regions.map((r) => `${r.start}-${r.end}`));
+    this.regions = this.regions.filter((r) => !gone.has(`${r.start}-${r.end}`));
+    return regions;
+  }
+
+  /** Lets an attached process go: held faults resolved, ranges unregistered; it runs on. */
+  async detach(): Promise<void> {
+    if (!this.attached || this.state !== 'running') return;
+    await this.helper.request('detach', {});
+  }
+
+  private async startHelper(helperPath?: string): Promise<void> {
+    this.helper.on('event', (e) => this.onHelperEvent(e));
+    this.helper.on('log', (l) => this.emit('log', l));
+    this.helper.on('output', (s, d) => this.emit('output', s, d));
+    this.helper.on('exit', (code, signal) => {
+      if (this.state === 'disposed' || this.state === 'exited' || this.state === 'detached') return;
+      const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      this.emit('helperLost', `the uffd helper ${why} unexpectedly. Last log lines:\n${this.helper.lastLog(10)}`);
+    });
+    this.hello = await this.helper.start(helperPath);
+    if (!this.hello.uffd.available) {
+      throw new SessionError('ENOUFFD', `userfaultfd is not available: ${this.hello.uffd.error ?? 'unknown reason'}`);
+    }
   }
 
   /** Which fault kinds stop the program (exception breakpoint filters). */
@@ -129,6 +185,10 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     if (this.config?.stopOnFirstFault) {
       this.stepReason = 'page fault';
       await this.applyPolicy({ holdNext: true });
+    }
+    if (this.attached) {
+      this.state = 'running'; // it never stopped
+      return;
     }
     await this.run();
   }
@@ -192,19 +252,29 @@ export class FaultSession extends EventEmitter<SessionEvents> {
   }
 
   threads(): TaskInfo[] {
-    if (this.pid === undefined || this.state === 'exited') return [];
+    if (this.pid === undefined || this.state === 'exited' || this.state === 'detached') return [];
     return listTasks(this.pid);
   }
 
   /** Ends the program (it is killed); `exited` follows. */
   async terminate(): Promise<void> {
-    if (this.state === 'exited' || this.state === 'disposed' || !this.helper.running) return;
+    if (this.state === 'exited' || this.state === 'detached' || this.state === 'disposed' || !this.helper.running) return;
     await this.helper.request('kill', {});
   }
 
-  /** Ends the helper; a launched program still running is killed with it. */
+  /**
+   * Ends the helper. A launched program still running is killed with it; an attached process
+   * is detached and runs on (the helper detaches on shutdown too, as a second guard).
+   */
   async dispose(): Promise<void> {
     if (this.state === 'disposed') return;
+    if (this.attached && this.state === 'running' && this.helper.running) {
+      try {
+        await this.detach();
+      } catch (e) {
+        this.emit('log', `detach failed (${(e as Error).message}); the helper detaches as it exits`);
+      }
+    }
     this.state = 'disposed';
     await this.helper.stop();
   }
@@ -229,6 +299,11 @@ export class FaultSession extends EventEmitter<SessionEvents> {
       case 'region':
         this.regions.push(e.region);
         this.emit('region', e.region);
+        break;
+      case 'detached':
+        this.state = 'detached';
+        this.held.clear();
+        this.emit('detached', e.pid);
         break;
       case 'exited':
         this.state = 'exited';

@@ -2,7 +2,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "inject.h"
@@ -11,6 +13,24 @@
 #ifndef __x86_64__
 #error "uffd-helper injects system calls with x86_64 registers only"
 #endif
+
+/* The thread group of a tid, from /proc/TID/status; the tid itself if unknown. */
+static pid_t tgid_of(pid_t tid)
+{
+	char path[64], line[128];
+	int tgid = tid;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return tid;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
 
 static int vdso_range(pid_t pid, uint64_t *start, uint64_t *end)
 {
@@ -69,8 +89,9 @@ static int find_syscall_insn(pid_t pid, uint64_t *ip)
 	return -1;
 }
 
-static int wait_trap(pid_t pid)
+static int wait_trap(struct inject *in)
 {
+	pid_t pid = in->pid;
 	int st;
 
 	for (;;) {
@@ -87,8 +108,17 @@ static int wait_trap(pid_t pid)
 		}
 		if (WIFSTOPPED(st) && WSTOPSIG(st) == SIGTRAP)
 			return 0;
-		/* Another signal arrived first: the step did not happen; drop it and step again. */
-		pr_warn("pid %d: signal %d during syscall injection dropped", pid, WSTOPSIG(st));
+		/*
+		 * Another stop came first (a signal, or a ptrace event stop): the step did not
+		 * happen. Keep the signal for inject_end() and step again.
+		 */
+		if (WIFSTOPPED(st) && !(st >> 16)) {
+			if (in->nr_sigs < INJECT_MAX_SIGS)
+				in->sigs[in->nr_sigs++] = WSTOPSIG(st);
+			else
+				pr_warn("tid %d: signal %d during syscall injection dropped", pid,
+					WSTOPSIG(st));
+		}
 		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0)) {
 			pr_perror("PTRACE_SINGLESTEP pid %d", pid);
 			return -1;
@@ -149,7 +179,7 @@ int inject_syscall(struct inject *in, long nr, long a0, long a1, long a2, long a
 		pr_perror("PTRACE_SINGLESTEP pid %d", in->pid);
 		return -1;
 	}
-	if (wait_trap(in->pid))
+	if (wait_trap(in))
 		return -1;
 	if (ptrace(PTRACE_GETREGS, in->pid, 0, &r)) {
 		pr_perror("PTRACE_GETREGS pid %d", in->pid);
@@ -219,5 +249,12 @@ int inject_end(struct inject *in)
 		pr_perror("restoring the registers of pid %d", in->pid);
 		ret = -1;
 	}
+	for (i = 0; i < in->nr_sigs; i++) {
+		pr_info("tid %d: signal %d arrived during syscall injection: queued again",
+			in->pid, in->sigs[i]);
+		if (syscall(SYS_tgkill, tgid_of(in->pid), in->pid, in->sigs[i]))
+			pr_perror("tgkill tid %d signal %d", in->pid, in->sigs[i]);
+	}
+	in->nr_sigs = 0;
 	return ret;
 }

@@ -7,6 +7,7 @@
 #include <sys/user.h>
 
 #define INJECT_SCRATCH_WORDS 8
+#define INJECT_MAX_SIGS 8
 
 struct inject {
 	pid_t pid;
@@ -18,6 +19,8 @@ struct inject {
 	uint64_t scratch_addr;	/* below the red zone; words saved for restore */
 	long scratch_save[INJECT_SCRATCH_WORDS];
 	int scratch_n;
+	int sigs[INJECT_MAX_SIGS];	/* signals that interrupted a step, queued again at the end */
+	int nr_sigs;
 };
 
 /* The thread must be in a ptrace stop. Saves its registers. */
@@ -27,7 +30,11 @@ int inject_syscall(struct inject *in, long nr, long a0, long a1, long a2, long a
 		   long a4, long a5, long *ret);
 /* Copies up to INJECT_SCRATCH_WORDS words onto the thread's stack, below rsp. */
 int inject_scratch(struct inject *in, const void *data, size_t len, uint64_t *addr);
-/* Restores memory and registers; the thread stays stopped. */
+/*
+ * Restores memory and registers exactly (a thread stopped inside a blocking system call then
+ * restarts it when resumed) and queues again, with tgkill, the signals that arrived while
+ * stepping; the thread stays stopped.
+ */
 int inject_end(struct inject *in);
 
 #endif

@@ -75,10 +75,10 @@ static void close_fds_except(int keep)
 }
 
 /* Runs in the child; never returns. No allocation: everything was prepared before fork. */
-static void child(const struct launch_args *a, pid_t parent, int rep)
+static void child(const struct launch_args *a, pid_t parent, int rep, int o, int e)
 {
 	sigset_t none;
-	int o, e, n;
+	int n;
 
 	sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) || signal(SIGPIPE, SIG_DFL) == SIG_ERR)
@@ -87,10 +87,8 @@ static void child(const struct launch_args *a, pid_t parent, int rep)
 		_exit(127);
 	if (a->cwd && chdir(a->cwd))
 		child_fail(rep, ST_CHDIR);
-	o = dup(a->out_fd);
-	e = dup(a->err_fd);
 	n = open("/dev/null", O_RDONLY);
-	if (o < 0 || e < 0 || n < 0 || dup2(n, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+	if (n < 0 || dup2(n, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
 		child_fail(rep, ST_FDS);
 	close_fds_except(rep);
 	if (ptrace(PTRACE_TRACEME, 0, 0, 0))
@@ -118,8 +116,8 @@ static void describe_child_failure(const struct launch_args *a, const struct chi
 		break;
 	case ST_FDS:
 		snprintf(e->msg, sizeof(e->msg),
-			 "cannot connect the program's stdin/stdout/stderr (fds %d, %d): %s",
-			 a->out_fd, a->err_fd, s);
+			 "cannot connect the program's stdin (/dev/null) and its stdout/stderr "
+			 "pipes: %s", s);
 		break;
 	case ST_TRACEME:
 		snprintf(e->msg, sizeof(e->msg),
@@ -164,14 +162,15 @@ static int wait_stop(pid_t pid, int *st)
 	return 0;
 }
 
-int launch_exec(const struct launch_args *a, pid_t *pidp, struct launch_err *e)
+int launch_exec(const struct launch_args *a, pid_t *pidp, int out[2], struct launch_err *e)
 {
 	const long opts = PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACECLONE |
 			  PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_EXITKILL |
 			  PTRACE_O_TRACESYSGOOD;
 	pid_t parent = getpid(), pid;
 	struct child_report r;
-	int p[2], st, stage = 0;	/* 0: initial SIGSTOP, 1: exec event, 2: execve exit */
+	int p[2], po[2] = { -1, -1 }, pe[2] = { -1, -1 }, st;
+	int stage = 0;	/* 0: initial SIGSTOP, 1: exec event, 2: execve exit */
 	ssize_t n;
 
 	if (pipe2(p, O_CLOEXEC)) {
@@ -179,19 +178,28 @@ int launch_exec(const struct launch_args *a, pid_t *pidp, struct launch_err *e)
 		snprintf(e->msg, sizeof(e->msg), "pipe2 failed: %s", strerror(errno));
 		return -1;
 	}
+	/* The helper owns the program's output so it can order it with faults (output.c). */
+	if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {
+		e->err = errno;
+		snprintf(e->msg, sizeof(e->msg), "cannot create the program's output pipes: %s",
+			 strerror(errno));
+		pid = -1;
+		goto close_pipes;
+	}
 	pid = fork();
 	if (pid < 0) {
 		e->err = errno;
 		snprintf(e->msg, sizeof(e->msg), "fork failed: %s", strerror(errno));
-		close(p[0]);
-		close(p[1]);
-		return -1;
+		goto close_pipes;
 	}
 	if (pid == 0) {
 		close(p[0]);
-		child(a, parent, p[1]);
+		child(a, parent, p[1], po[1], pe[1]);
 	}
 	close(p[1]);
+	close(po[1]);
+	close(pe[1]);
+	po[1] = pe[1] = -1;
 
 	while (stage < 2) {
 		if (wait_stop(pid, &st))
@@ -212,6 +220,8 @@ int launch_exec(const struct launch_args *a, pid_t *pidp, struct launch_err *e)
 						 "running '%s'", WTERMSIG(st), a->path);
 			}
 			close(p[0]);
+			close(po[0]);
+			close(pe[0]);
 			return -1;
 		}
 		if (!WIFSTOPPED(st))
@@ -249,6 +259,8 @@ int launch_exec(const struct launch_args *a, pid_t *pidp, struct launch_err *e)
 	}
 	close(p[0]);
 	*pidp = pid;
+	out[0] = po[0];
+	out[1] = pe[0];
 	return 0;
 
 ptrace_err:
@@ -260,10 +272,21 @@ kill:
 		snprintf(e->msg, sizeof(e->msg), "lost the program's process %d: %s", pid,
 			 strerror(e->err));
 	}
-	close(p[0]);
 	kill(pid, SIGKILL);
 	while (waitpid(pid, &st, __WALL) < 0 && errno == EINTR)
 		;
+close_pipes:
+	close(p[0]);
+	if (pid < 0)
+		close(p[1]);
+	if (po[0] >= 0)
+		close(po[0]);
+	if (po[1] >= 0)
+		close(po[1]);
+	if (pe[0] >= 0)
+		close(pe[0]);
+	if (pe[1] >= 0)
+		close(pe[1]);
 	return -1;
 }
 
@@ -282,13 +305,19 @@ static int injected(struct inject *in, long nr, long a0, long a1, long a2, long 
 int launch_take_uffd(pid_t pid, unsigned long long features, const char **source,
 		     struct launch_err *e)
 {
+	return launch_take_uffd_from(pid, pid, features, source, e);
+}
+
+int launch_take_uffd_from(pid_t tid, pid_t pid, unsigned long long features,
+			  const char **source, struct launch_err *e)
+{
 	static const char dev_path[] = "/dev/userfaultfd";
 	long tfd, dfd, r;
 	uint64_t path_addr;
 	struct inject in;
 	int pidfd = -1, fd = -1, e1;
 
-	if (inject_begin(&in, pid)) {
+	if (inject_begin(&in, tid)) {
 		e->err = errno;
 		snprintf(e->msg, sizeof(e->msg), "cannot prepare syscall injection into pid %d: %s",
 			 pid, strerror(errno));

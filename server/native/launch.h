@@ -9,7 +9,6 @@ struct launch_args {
 	char *const *argv;
 	char *const *envp;
 	const char *cwd;	/* NULL: the helper's */
-	int out_fd, err_fd;	/* helper fds that become the program's 1 and 2 */
 };
 
 struct launch_err {
@@ -19,9 +18,10 @@ struct launch_err {
 
 /*
  * Forks and executes a->path traced, with the mmap/mremap/brk seccomp trap installed.
- * On success *pid is stopped at the syscall-exit of its execve.
+ * On success *pid is stopped at the syscall-exit of its execve, and out[0]/out[1] are the
+ * read ends of the pipes that are the program's stdout and stderr (its stdin is /dev/null).
  */
-int launch_exec(const struct launch_args *a, pid_t *pid, struct launch_err *e);
+int launch_exec(const struct launch_args *a, pid_t *pid, int out[2], struct launch_err *e);
 
 /*
  * Creates a userfaultfd inside the stopped pid and takes it over: returns the helper's
@@ -29,5 +29,8 @@ int launch_exec(const struct launch_args *a, pid_t *pid, struct launch_err *e);
  */
 int launch_take_uffd(pid_t pid, unsigned long long features, const char **source,
 		     struct launch_err *e);
+/* The same, injecting into thread tid (ptrace-stopped) of process pid. */
+int launch_take_uffd_from(pid_t tid, pid_t pid, unsigned long long features,
+			  const char **source, struct launch_err *e);
 
 #endif

@@ -28,7 +28,7 @@ function withTimeout(p, ms, what) {
 
 class Helper {
   constructor() {
-    this.proc = spawn(HELPER, [], { stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    this.proc = spawn(HELPER, [], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.nextId = 1;
     this.pending = new Map();
     this.events = [];
@@ -45,7 +45,11 @@ class Helper {
         buf = buf.slice(i + 1);
         this.raw.push(line);
         const m = JSON.parse(line); // any non-JSON line is a test failure (throws)
-        if (m.type === 'response') {
+        if (m.type === 'event' && m.event === 'output') {
+          // the program's stdout/stderr, base64, in order with faults
+          const data = Buffer.from(m.data, 'base64').toString('utf8');
+          if (m.stream === 'stdout') this.progOut += data; else process.stderr.write(data);
+        } else if (m.type === 'response') {
           const p = this.pending.get(m.id);
           if (p) { this.pending.delete(m.id); p(m); } else this.orphans = (this.orphans || []).concat(m);
         } else {
@@ -54,8 +58,6 @@ class Helper {
         }
       }
     });
-    this.proc.stdio[3].on('data', (d) => { this.progOut += d; });
-    this.proc.stdio[4].on('data', (d) => { process.stderr.write(d); });
     this.proc.stderr.on('data', (d) => { this.stderr += d; if (process.env.VERBOSE) process.stderr.write(d); });
     this.exit = new Promise((res) => this.proc.on('exit', (code, sig) => res({ code, sig })));
   }
@@ -90,7 +92,7 @@ async function session(args, { hold = false, expectPages }) {
   const h = new Helper();
   const hello = await h.request('hello', { protocol: 1 });
   check(hello.ok && hello.body.uffd.available, 'hello: uffd available');
-  const launch = await h.request('launch', { program: TOUCH, args, cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  const launch = await h.request('launch', { program: TOUCH, args, cwd: root, env: null });
   check(launch.ok, `launch ${args.join(' ')}: ${launch.ok ? `pid ${launch.body.pid}, ${launch.body.regions.length} regions` : JSON.stringify(launch.error)}`);
   if (!launch.ok) { await h.close(); return; }
   const pol = await h.request('policy', { hold: { missing: hold }, stream: 'all' });
@@ -149,7 +151,7 @@ async function session(args, { hold = false, expectPages }) {
 async function fdCheck() {
   const h = new Helper();
   await h.request('hello', { protocol: 1 });
-  const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '3000', '--pages', '16'], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '3000', '--pages', '16'], cwd: root, env: null });
   const pid = l.body.pid;
   await h.request('run');
   await withTimeout((async () => { while (!h.progOut.includes('region')) await new Promise((r) => setTimeout(r, 20)); })(), TIMEOUT, 'region line');
@@ -176,11 +178,11 @@ async function garbage() {
     '{"id":13,"cmd":"run"}\n', '{"id":14,"cmd":"resolve","seq":999}\n',
     '{"id":15,"cmd":"resolve","seq":"1"}\n', '{"id":16,"cmd":"policy","hold":{"missing":1}}\n',
     '{"id":17,"cmd":"policy","hold":{"bogus":true}}\n', '{"id":18,"cmd":"policy","stream":"lots"}\n',
-    '{"id":19,"cmd":"launch"}\n', '{"id":20,"cmd":"launch","program":"/nonexistent/x","stdoutFd":3,"stderrFd":4}\n',
-    '{"id":21,"cmd":"launch","program":"' + TOUCH + '","cwd":"/nonexistent","stdoutFd":3,"stderrFd":4}\n',
-    '{"id":22,"cmd":"launch","program":"/etc/passwd","stdoutFd":3,"stderrFd":4}\n',
-    '{"id":23,"cmd":"launch","program":"' + TOUCH + '","stdoutFd":1}\n',
-    '{"id":24,"cmd":"launch","program":"' + TOUCH + '","stdoutFd":77}\n',
+    '{"id":19,"cmd":"launch"}\n', '{"id":20,"cmd":"launch","program":"/nonexistent/x"}\n',
+    '{"id":21,"cmd":"launch","program":"' + TOUCH + '","cwd":"/nonexistent"}\n',
+    '{"id":22,"cmd":"launch","program":"/etc/passwd"}\n',
+    '{"id":23,"cmd":"launch","program":""}\n',
+    '{"id":24,"cmd":"launch","program":"' + TOUCH + '","cwd":""}\n',
     '{"id":25,"cmd":"launch","program":"' + TOUCH + '","args":[1]}\n',
     '{"id":26,"cmd":"kill"}\n', '{"id":27,"cmd":"resolveAll"}\n', '{"id":28,"cmd":"stats"}\n',
     '{"id":29,"cmd":"launch","program":"no-such-program-xyz"}\n',
@@ -203,7 +205,7 @@ async function garbage() {
   const msg = (id) => all.find((m) => m.id === id)?.error?.message;
   console.log(`     e.g. ${msg(21)} | ${msg(22)}`);
   check(all.filter((m) => m.id === 0).length >= 6, `id-0 EPROTO responses: ${all.filter((m) => m.id === 0).length}`);
-  const launch = await h.request('launch', { program: TOUCH, args: ['--pages', '4'], cwd: root, env: { PATH: '/usr/bin' }, stdoutFd: 3, stderrFd: 4 });
+  const launch = await h.request('launch', { program: TOUCH, args: ['--pages', '4'], cwd: root, env: { PATH: '/usr/bin' } });
   check(launch.ok, 'launch still works after garbage and failed launches');
   await h.request('run');
   const ex = await h.waitEvent((m) => m.event === 'exited', 'exited');
@@ -215,7 +217,7 @@ async function garbage() {
 async function killTest() {
   const h = new Helper();
   await h.request('hello', { protocol: 1 });
-  await h.request('launch', { program: TOUCH, args: ['--pages', '64'], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  await h.request('launch', { program: TOUCH, args: ['--pages', '64'], cwd: root, env: null });
   await h.request('policy', { holdNext: true });
   await h.request('run');
   const f = await h.waitEvent((m) => m.event === 'fault' && m.held, 'held fault');
@@ -234,7 +236,7 @@ async function killTest() {
 async function eofTest() {
   const h = new Helper();
   await h.request('hello', { protocol: 1 });
-  const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '10000'], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '10000'], cwd: root, env: null });
   await h.request('run');
   h.proc.stdin.end();
   const e = await withTimeout(h.exit, TIMEOUT, 'exit on EOF');
@@ -246,7 +248,7 @@ async function heapTest() {
   execFileSync('gcc', ['-O1', '-g', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', bin, join(here, 'tests', 'heapthread.c')]);
   const h = new Helper();
   await h.request('hello', { protocol: 1 });
-  const l = await h.request('launch', { program: bin, args: [], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  const l = await h.request('launch', { program: bin, args: [], cwd: root, env: null });
   check(l.ok, 'launch heapthread');
   await h.request('run');
   const ex = await h.waitEvent((m) => m.event === 'exited', 'exited');
@@ -270,7 +272,7 @@ async function heapTest() {
 async function resolveAllAndWake() {
   const h = new Helper();
   await h.request('hello', { protocol: 1 });
-  await h.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  await h.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null });
   // wake first: the woken thread faults again on the same page
   await h.request('policy', { holdNext: true, stream: 'all' });
   await h.request('run');
@@ -284,7 +286,7 @@ async function resolveAllAndWake() {
 
   const h2 = new Helper();
   await h2.request('hello', { protocol: 1 });
-  await h2.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  await h2.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null });
   await h2.request('policy', { hold: { missing: true }, stream: 'held' });
   await h2.request('run');
   let exited = false, resolved = 0, rounds = 0;

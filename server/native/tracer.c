@@ -13,6 +13,7 @@
 
 #include "faults.h"
 #include "log.h"
+#include "output.h"
 #include "session.h"
 #include "tracer.h"
 #include "uffd.h"
@@ -241,6 +242,7 @@ static void program_exited(int status)
 {
 	char sig[32];
 
+	output_drain();	/* what it wrote before exiting comes first */
 	/* Wire format: {"type":"event","event":"exited","pid":N,"code":N|null,"signal":S|null} */
 	ev_begin("exited");
 	jb_printf(&out, ",\"pid\":%d,\"code\":", sess.pid);

@@ -18,11 +18,14 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
+#include "attach.h"
 #include "errnames.h"
 #include "faults.h"
 #include "json.h"
 #include "launch.h"
 #include "log.h"
+#include "mem.h"
+#include "output.h"
 #include "session.h"
 #include "tracer.h"
 #include "uffd.h"
@@ -224,32 +227,6 @@ static char *find_in_path(const char *prog, char *const *envp)
 	return NULL;
 }
 
-static int fd_arg(int64_t id, const struct jval *req, const char *key, int *fd)
-{
-	const struct jval *v = json_get(req, key);
-	int64_t n;
-
-	*fd = STDERR_FILENO;
-	if (!v || v->type == J_NULL)
-		return 0;
-	if (!json_int(v, 0, INT32_MAX, &n)) {
-		resp_err(id, "EPROTO", "'%s' must be a file descriptor number", key);
-		return -1;
-	}
-	if (n == STDOUT_FILENO) {
-		resp_err(id, "EPROTO", "'%s' cannot be 1: the helper's stdout is the protocol "
-			 "stream; pass a pipe or 2", key);
-		return -1;
-	}
-	if (fcntl((int)n, F_GETFD) < 0) {
-		resp_err(id, "EBADF", "'%s' %lld is not an open file descriptor of the helper: "
-			 "pass the fd in the helper's stdio array", key, (long long)n);
-		return -1;
-	}
-	*fd = (int)n;
-	return 0;
-}
-
 static void free_strv(char **v)
 {
 	size_t i;
@@ -272,7 +249,7 @@ static void cmd_launch(int64_t id, const struct jval *req)
 	struct jbuf regions = { 0 };
 	size_t i, n;
 	pid_t pid;
-	int fd;
+	int fd, outp[2];
 
 	if (sess.pid) {
 		resp_err(id, "ESTATE", "a program was already launched (pid %d); one helper runs "
@@ -298,8 +275,6 @@ static void cmd_launch(int64_t id, const struct jval *req)
 		resp_err(id, "EPROTO", "'env' must be an object of strings or null");
 		return;
 	}
-	if (fd_arg(id, req, "stdoutFd", &la.out_fd) || fd_arg(id, req, "stderrFd", &la.err_fd))
-		return;
 
 	n = args && args->type == J_ARR ? args->n : 0;
 	argv = calloc(n + 2, sizeof(*argv));
@@ -356,22 +331,25 @@ static void cmd_launch(int64_t id, const struct jval *req)
 	la.envp = envp ? envp : environ;
 	la.cwd = cwd;
 	flush_out();	/* the child must not inherit unwritten protocol output */
-	if (launch_exec(&la, &pid, &le)) {
+	if (launch_exec(&la, &pid, outp, &le)) {
 		resp_err(id, errno_name(le.err), "%s", le.msg);
 		goto out;
 	}
-	fd = launch_take_uffd(pid, UFFD_FEATURE_THREAD_ID, &sess.uffd_source, &le);
+	fd = launch_take_uffd(pid, uffd_launch_features(probe.features), &sess.uffd_source, &le);
 	if (fd < 0) {
 		kill(pid, SIGKILL);
 		while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
 			;
+		close(outp[0]);
+		close(outp[1]);
 		resp_err(id, errno_name(le.err), "%s", le.msg);
 		goto out;
 	}
+	output_set(outp[0], outp[1]);
 	sess.pid = pid;
 	sess.alive = 1;
 	sess.uffd = fd;
-	sess.uffd_features = UFFD_FEATURE_THREAD_ID;
+	sess.uffd_features = uffd_launch_features(probe.features);
 	tracer_add(pid, 1);
 	track_register_maps(pid, &regions);
 	pr_info("launched %s as pid %d, userfaultfd %d (%s)", path, pid, fd, sess.uffd_source);
@@ -465,6 +443,8 @@ static void cmd_policy(int64_t id, const struct jval *req)
 		}
 		p.stream = k;
 	}
+	if (faults_policy_parse(id, req, &p))
+		return;
 	policy = p;
 	resp_ok_begin(id);
 	faults_policy_json(&out);
@@ -473,29 +453,7 @@ static void cmd_policy(int64_t id, const struct jval *req)
 
 static void cmd_resolve(int64_t id, const struct jval *req)
 {
-	const struct jval *hv = json_get(req, "how");
-	enum resolve_how how = HOW_DEFAULT;
-	int64_t seq;
-
-	if (!json_int(json_get(req, "seq"), 1, INT64_MAX, &seq)) {
-		resp_err(id, "EPROTO", "resolve needs 'seq', the positive number of a held fault");
-		return;
-	}
-	if (hv) {
-		const char *s = json_cstr(hv);
-
-		if (s && !strcmp(s, "default"))
-			how = HOW_DEFAULT;
-		else if (s && !strcmp(s, "zero"))
-			how = HOW_ZERO;
-		else if (s && !strcmp(s, "wake"))
-			how = HOW_WAKE;
-		else {
-			resp_err(id, "EPROTO", "'how' must be \"default\", \"zero\" or \"wake\"");
-			return;
-		}
-	}
-	faults_cmd_resolve(id, (uint64_t)seq, how);
+	faults_cmd_resolve(id, req);
 }
 
 static void cmd_kill(int64_t id)
@@ -548,7 +506,8 @@ static void handle_request(const char *line, size_t len)
 	}
 	if (!sess.hello_done && strcmp(cmd, "hello")) {
 		static const char *const known[] = { "launch", "run", "policy", "resolve",
-			"resolveAll", "stats", "kill", "shutdown" };
+			"resolveAll", "stats", "kill", "shutdown", "register", "unregister",
+			"protect", "attach", "track", "untrack", "detach" };
 		size_t i;
 
 		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -572,6 +531,20 @@ static void handle_request(const char *line, size_t len)
 		cmd_resolve(id, req);
 	else if (!strcmp(cmd, "resolveAll"))
 		faults_cmd_resolve_all(id);
+	else if (!strcmp(cmd, "register"))
+		mem_cmd_register(id, req);
+	else if (!strcmp(cmd, "unregister"))
+		mem_cmd_unregister(id, req);
+	else if (!strcmp(cmd, "protect"))
+		mem_cmd_protect(id, req);
+	else if (!strcmp(cmd, "attach"))
+		attach_cmd_attach(id, req, uffd_launch_features(probe.features));
+	else if (!strcmp(cmd, "track"))
+		attach_cmd_track(id, req);
+	else if (!strcmp(cmd, "untrack"))
+		attach_cmd_untrack(id, req);
+	else if (!strcmp(cmd, "detach"))
+		attach_cmd_detach(id);
 	else if (!strcmp(cmd, "stats")) {
 		resp_ok_begin(id);
 		faults_stats_json(&out);
@@ -648,6 +621,7 @@ static void finish(void)
 	struct timespec ms = { 0, 1000000 };
 	int i, st;
 
+	attach_release();	/* never kill a process that was attached: let it run on */
 	flush_out();
 	if (sess.alive || sess.pid)
 		tracer_kill_all();
@@ -668,7 +642,7 @@ static void finish(void)
 
 int main(void)
 {
-	struct pollfd pfd[3];
+	struct pollfd pfd[12];
 	int sfd, stdin_open = 1;
 	sigset_t chld;
 
@@ -693,7 +667,8 @@ int main(void)
 	uffd_probe(&probe);
 
 	while (!quitting) {
-		int n = 0, i_uffd = -1, i_in = -1, i_sig;
+		int n = 0, i_uffd = -1, i_in = -1, i_sig, i_out[OUT_NR], i_tmr;
+		int i_att[ATTACH_PFD_NR];
 
 		i_sig = n;
 		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
@@ -705,12 +680,20 @@ int main(void)
 			i_in = n;
 			pfd[n++] = (struct pollfd){ .fd = STDIN_FILENO, .events = POLLIN };
 		}
+		output_pollfds(pfd, &n, i_out);
+		i_tmr = -1;
+		if (faults_timer_fd() >= 0) {	/* policy delayUs */
+			i_tmr = n;
+			pfd[n++] = (struct pollfd){ .fd = faults_timer_fd(), .events = POLLIN };
+		}
+		attach_pollfds(pfd, &n, i_att);	/* attached process: exit, mapping rescans */
 		if (poll(pfd, n, poll_timeout()) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_perror("poll");
 			break;
 		}
+		output_ready(pfd, i_out);
 		if (i_uffd >= 0 && pfd[i_uffd].revents) {
 			if ((pfd[i_uffd].revents & POLLIN && faults_read(sess.uffd)) ||
 			    (pfd[i_uffd].revents & (POLLERR | POLLNVAL))) {
@@ -720,6 +703,9 @@ int main(void)
 				sess.uffd = -1;
 			}
 		}
+		if (i_tmr >= 0 && pfd[i_tmr].revents & POLLIN)
+			faults_timer_fire();
+		attach_ready(pfd, i_att);
 		if (pfd[i_sig].revents & POLLIN) {
 			struct signalfd_siginfo si[16];
 

@@ -73,6 +73,15 @@ void uffd_ioctls_json(struct jbuf *b, uint64_t ioctls)
 	flags_json(b, ioctls, ioctl_name);
 }
 
+uint64_t uffd_launch_features(uint64_t offered)
+{
+	return offered & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			  UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_MISSING_SHMEM |
+			  UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_SHMEM |
+			  UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+			  UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE);
+}
+
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
@@ -125,6 +134,104 @@ int uffd_wake(int fd, uint64_t page)
 	struct uffdio_range r = { .start = page, .len = UFFD_PAGE_SIZE };
 
 	return ioctl(fd, UFFDIO_WAKE, &r) ? -1 : 0;
+}
+
+int uffd_unregister(int fd, uint64_t start, uint64_t end)
+{
+	struct uffdio_range r = { .start = start, .len = end - start };
+
+	return ioctl(fd, UFFDIO_UNREGISTER, &r) ? -1 : 0;
+}
+
+int uffd_copy(int fd, uint64_t dst, const void *src, uint64_t len, int dontwake, int wp)
+{
+	struct uffdio_copy c = {
+		.dst = dst, .src = (uint64_t)(unsigned long)src, .len = len,
+		.mode = (dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0) | (wp ? UFFDIO_COPY_MODE_WP : 0),
+	};
+
+	return ioctl(fd, UFFDIO_COPY, &c) ? -1 : 0;
+}
+
+int uffd_zero(int fd, uint64_t dst, uint64_t len, int dontwake)
+{
+	struct uffdio_zeropage z = {
+		.range = { .start = dst, .len = len },
+		.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0,
+	};
+
+	return ioctl(fd, UFFDIO_ZEROPAGE, &z) ? -1 : 0;
+}
+
+int uffd_continue(int fd, uint64_t dst, uint64_t len, int dontwake)
+{
+	struct uffdio_continue c = {
+		.range = { .start = dst, .len = len },
+		.mode = dontwake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0,
+	};
+
+	return ioctl(fd, UFFDIO_CONTINUE, &c) ? -1 : 0;
+}
+
+int uffd_writeprotect(int fd, uint64_t start, uint64_t len, int on, int dontwake)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = start, .len = len },
+		.mode = (on ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
+			(dontwake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0),
+	};
+
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) ? -1 : 0;
+}
+
+int uffd_move(int fd, uint64_t dst, uint64_t src, uint64_t len, int dontwake)
+{
+	struct uffdio_move m = {
+		.dst = dst, .src = src, .len = len,
+		.mode = dontwake ? UFFDIO_MOVE_MODE_DONTWAKE : 0,
+	};
+
+	return ioctl(fd, UFFDIO_MOVE, &m) ? -1 : 0;
+}
+
+int uffd_poison(int fd, uint64_t dst, uint64_t len, int dontwake)
+{
+	struct uffdio_poison p = {
+		.range = { .start = dst, .len = len },
+		.mode = dontwake ? UFFDIO_POISON_MODE_DONTWAKE : 0,
+	};
+
+	return ioctl(fd, UFFDIO_POISON, &p) ? -1 : 0;
+}
+
+int uffd_wake_range(int fd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+
+	return ioctl(fd, UFFDIO_WAKE, &r) ? -1 : 0;
+}
+
+void uffd_ioctl_names_json(struct jbuf *b, uint64_t ioctls)
+{
+	unsigned i;
+	int first = 1;
+
+	jb_puts(b, "[");
+	for (i = 0; i < 64; i++) {
+		const char *n;
+
+		if (!(ioctls & (1ULL << i)))
+			continue;
+		n = ioctl_name(i);
+		if (!first)
+			jb_puts(b, ",");
+		first = 0;
+		if (n)
+			jb_str(b, n);
+		else
+			jb_printf(b, "\"BIT%u\"", i);
+	}
+	jb_puts(b, "]");
 }
 
 /* A fresh userfaultfd of the helper's own: userfaultfd(2) first, then /dev/userfaultfd. */

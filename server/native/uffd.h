@@ -32,6 +32,27 @@
 #ifndef _UFFDIO_POISON
 #define _UFFDIO_POISON			(0x08)
 #endif
+#ifndef UFFDIO_MOVE
+struct uffdio_move {
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+	__u64 mode;
+	__s64 move;
+};
+#define UFFDIO_MOVE_MODE_DONTWAKE		((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES	((__u64)1 << 1)
+#define UFFDIO_MOVE	_IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON_MODE_DONTWAKE		((__u64)1 << 0)
+#define UFFDIO_POISON	_IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
 
 struct uffd_probe {
 	int available;
@@ -48,6 +69,13 @@ int uffd_probe(struct uffd_probe *p);
 void uffd_features_json(struct jbuf *b, uint64_t features);
 void uffd_ioctls_json(struct jbuf *b, uint64_t ioctls);
 
+/*
+ * What a launch negotiates: every offered feature the helper handles, but no EVENT_* (they
+ * block the program until read), no SIGBUS/EXACT_ADDRESS and no WP_ASYNC (it would turn
+ * write-protect faults into silent dirty tracking).
+ */
+uint64_t uffd_launch_features(uint64_t offered);
+
 /* UFFDIO_API; *offered (may be NULL) gets what the kernel supports. */
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls);
 int uffd_register(int fd, uint64_t start, uint64_t end, uint64_t mode, uint64_t *ioctls);
@@ -55,6 +83,23 @@ int uffd_register(int fd, uint64_t start, uint64_t end, uint64_t mode, uint64_t 
 int uffd_copy_zeros(int fd, uint64_t page);
 int uffd_zeropage(int fd, uint64_t page);
 int uffd_wake(int fd, uint64_t page);
+int uffd_unregister(int fd, uint64_t start, uint64_t end);
+
+/*
+ * Range operations: -1 with errno as the kernel set it. dontwake: leave threads blocked on
+ * the range asleep. uffd_copy reads len bytes at src (a helper buffer).
+ */
+/* wp: map the copy write-protected (UFFDIO_COPY_MODE_WP) */
+int uffd_copy(int fd, uint64_t dst, const void *src, uint64_t len, int dontwake, int wp);
+int uffd_zero(int fd, uint64_t dst, uint64_t len, int dontwake);
+int uffd_continue(int fd, uint64_t dst, uint64_t len, int dontwake);
+int uffd_writeprotect(int fd, uint64_t start, uint64_t len, int on, int dontwake);
+/* src and dst are both addresses of the program (the userfaultfd's mm). */
+int uffd_move(int fd, uint64_t dst, uint64_t src, uint64_t len, int dontwake);
+int uffd_poison(int fd, uint64_t dst, uint64_t len, int dontwake);
+int uffd_wake_range(int fd, uint64_t start, uint64_t len);
+/* Names of the ioctls in a UFFDIO_REGISTER ioctls mask, as a JSON array. */
+void uffd_ioctl_names_json(struct jbuf *b, uint64_t ioctls);
 
 #define UFFD_PAGE_SIZE 4096UL
 

@@ -6,7 +6,8 @@ export const PROTOCOL_VERSION = 1;
 export type Hex = string; // "0x7f12a000"
 export type FaultKind = 'missing' | 'wp' | 'minor';
 export type Access = 'read' | 'write';
-export type ResolveHow = 'default' | 'zero' | 'wake';
+export type ResolveHow = 'default' | 'zero' | 'wake' | 'copy' | 'continue' | 'unprotect' | 'move' | 'poison';
+export type RegisterMode = 'missing' | 'wp' | 'minor';
 export type StreamMode = 'all' | 'held' | 'none';
 
 export interface FlagSet { raw: Hex; names: string[] }
@@ -14,7 +15,8 @@ export interface FlagSet { raw: Hex; names: string[] }
 export interface Region {
   start: Hex;
   end: Hex;
-  via: 'exec' | 'brk' | 'mmap' | 'mremap';
+  /** exec/brk/mmap/mremap: launch tracking; attach/track/scan: attach; untrack: unregistered. */
+  via: 'exec' | 'brk' | 'mmap' | 'mremap' | 'attach' | 'track' | 'scan' | 'untrack';
   name?: string;
 }
 
@@ -38,8 +40,6 @@ export interface LaunchArgs {
   args: string[];
   cwd: string;
   env: Record<string, string> | null;
-  stdoutFd?: number;
-  stderrFd?: number;
 }
 
 export interface LaunchBody {
@@ -49,19 +49,56 @@ export interface LaunchBody {
   regions: Region[];
 }
 
+export interface AddrRange { start: Hex; end: Hex }
+
 export interface Policy {
   hold: Record<FaultKind, boolean>;
   holdNext: boolean;
   stream: StreamMode;
+  readAhead: number;
+  delayUs: { min: number; max: number } | null;
+  holdRange: AddrRange[];
+  holdTid: number[];
+  holdEvery: number;
 }
 
 export interface PolicyArgs {
   hold?: Partial<Record<FaultKind, boolean>>;
   holdNext?: boolean;
   stream?: StreamMode;
+  readAhead?: number;
+  delayUs?: { min: number; max: number } | null;
+  holdRange?: AddrRange[];
+  holdTid?: number[];
+  holdEvery?: number;
 }
 
-export interface ResolveBody { seq: number; page: Hex; ioctl: string; woken: number[] }
+/** `copy` takes exactly one of pattern, bytes (base64 of 4096 bytes), file (+offset). */
+export interface ResolveArgs {
+  seq: number;
+  how?: ResolveHow;
+  pages?: number;
+  pattern?: number;
+  bytes?: string;
+  file?: string;
+  offset?: number;
+  from?: Hex;
+  keep?: boolean;
+}
+
+export interface ResolveBody {
+  seq: number;
+  page: Hex;
+  ioctl: string;
+  woken: number[];
+  pages: number;
+  skipped: Hex[];
+  /** With `unprotect` + `keep`: the range's content before the write, base64 (null: unreadable). */
+  before?: string | null;
+}
+
+export interface RegisterBody { start: Hex; end: Hex; ioctls: string[] }
+export interface ProtectBody { start: Hex; end: Hex; pages: number }
 
 export interface StatsBody {
   faults: Record<FaultKind, number>;
@@ -69,7 +106,25 @@ export interface StatsBody {
   resolved: number;
   regions: number;
   eventsDropped: number;
+  delayed: number;
+  readAhead: number;
 }
+
+/** Which mappings of an attached process to register: default all private anonymous ones. */
+export type TrackSelector = { anon: true } | { names: string[] } | { ranges: AddrRange[] };
+
+export interface AttachArgs { pid: number; track?: TrackSelector }
+
+export interface AttachBody {
+  pid: number;
+  uffdSource: 'syscall' | 'dev';
+  features: FlagSet;
+  regions: Region[];
+  /** The threads seen (and briefly stopped) during setup. */
+  threads: number[];
+}
+
+export interface DetachBody { pid: number; unregistered: number }
 
 /** Request name → [arguments, response body]. */
 export interface Requests {
@@ -77,11 +132,18 @@ export interface Requests {
   launch: [LaunchArgs, LaunchBody];
   run: [Record<string, never>, Record<string, never>];
   policy: [PolicyArgs, Policy];
-  resolve: [{ seq: number; how: ResolveHow }, ResolveBody];
+  resolve: [ResolveArgs, ResolveBody];
   resolveAll: [Record<string, never>, { resolved: number[] }];
   stats: [Record<string, never>, StatsBody];
   kill: [Record<string, never>, Record<string, never>];
   shutdown: [Record<string, never>, Record<string, never>];
+  attach: [AttachArgs, AttachBody];
+  track: [TrackSelector, { regions: Region[] }];
+  untrack: [{ ranges: AddrRange[] }, { regions: Region[] }];
+  detach: [Record<string, never>, DetachBody];
+  register: [AddrRange & { modes: RegisterMode[] }, RegisterBody];
+  unregister: [AddrRange, AddrRange];
+  protect: [AddrRange & { on: boolean }, ProtectBody];
 }
 export type Command = keyof Requests;
 
@@ -104,6 +166,8 @@ export interface FaultEvent {
   held: boolean;
   ioctl?: string;
   latencyNs?: number;
+  /** Only for huge pages: the page size in bytes (4096 otherwise). */
+  pageSize?: number;
 }
 
 export interface ResolvedEvent {
@@ -126,8 +190,20 @@ export interface ExitedEvent {
   signal: string | null;
 }
 
-export type HelperEvent = FaultEvent | ResolvedEvent | RegionEvent | ExitedEvent;
-export type HelperMessage = Response | HelperEvent;
+/** The launched program's stdout/stderr bytes, base64; ordered with faults and `exited`. */
+export interface OutputEvent {
+  type: 'event';
+  event: 'output';
+  stream: 'stdout' | 'stderr';
+  data: string;
+}
+
+/** After `detach`: the process runs on, no longer debugged. */
+export interface DetachedEvent { type: 'event'; event: 'detached'; pid: number }
+
+export type HelperEvent = FaultEvent | ResolvedEvent | RegionEvent | ExitedEvent | DetachedEvent;
+/** Output events are delivered separately (HelperClient's 'output'), not as HelperEvent. */
+export type HelperMessage = Response | HelperEvent | OutputEvent;
 
 const FAULT_KINDS: readonly string[] = ['missing', 'wp', 'minor'];
 
@@ -169,6 +245,15 @@ export function decodeMessage(line: string): HelperMessage {
           throw new Error(`malformed resolved event: ${line.slice(0, 200)}`);
         }
         return m as unknown as ResolvedEvent;
+      case 'output':
+        if ((m.stream !== 'stdout' && m.stream !== 'stderr') || typeof m.data !== 'string' ||
+            !/^[A-Za-z0-9+/]*={0,2}$/.test(m.data)) {
+          throw new Error(`malformed output event: ${line.slice(0, 200)}`);
+        }
+        return m as unknown as OutputEvent;
+      case 'detached':
+        if (typeof m.pid !== 'number') throw new Error(`malformed detached event: ${line.slice(0, 200)}`);
+        return m as unknown as DetachedEvent;
       case 'region':
       case 'exited':
         return m as unknown as HelperEvent;

@@ -1,6 +1,6 @@
 // The real debug adapter, helper and demo program, driven the way VS Code drives them.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
@@ -58,6 +58,14 @@ async function waitOutput(re: RegExp): Promise<RegExpExecArray> {
     if (Date.now() > deadline) throw new Error(`no output matching ${re} in: ${output}`);
     await dc.waitForEvent('output', 1000).catch(() => undefined);
   }
+}
+
+/** The line (1-based) that holds both `text` and the TOUCH marker comment. */
+function markerLine(file: string, text: string): number {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const i = lines.findIndex((l) => l.includes(text) && l.includes('/* TOUCH */'));
+  assert.ok(i >= 0, `marker '${text}' /* TOUCH */ in ${file}`);
+  return i + 1;
 }
 
 function pidFromOutput(): number {
@@ -122,7 +130,7 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
 
   test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
     let stopped = dc.waitForEvent('stopped');
-    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq', '--sleep-ms', '200']);
+    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
     let region: bigint | null = null;
     let hit: DebugProtocol.StoppedEvent | null = null;
     // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
@@ -141,8 +149,18 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
       await dc.continueRequest({ threadId: ev.body.threadId! });
     }
     assert.ok(hit && region !== null, 'stopped on a fault inside the printed region');
+    // The stack: a label naming the fault, then the instruction that touched the page, at the
+    // marker line of the demo's source.
+    const st = await dc.stackTraceRequest({ threadId: hit.body.threadId! });
+    const [label, top] = st.body.stackFrames;
+    assert.equal(label.presentationHint, 'label');
+    assert.match(label.name, /^page fault #\d+: missing write at 0x/);
+    assert.equal(top.name, 'toucher');
+    assert.equal(top.source?.path, path.join(root, 'demo', 'touch.c'));
+    assert.equal(top.line, markerLine(path.join(root, 'demo', 'touch.c'), 'region[p * PAGE] = '));
+    assert.match(top.instructionPointerReference ?? '', /^0x[0-9a-f]+$/);
     const scopes = await scopesOf(hit.body.threadId!);
-    assert.deepEqual([...scopes.keys()].slice(0, 2), ['Fault', 'VMA']);
+    assert.deepEqual([...scopes.keys()].slice(0, 3), ['Fault', 'Page', 'VMA']);
     const fault = await variablesOf(scopes.get('Fault')!.variablesReference);
     assert.equal(fault.get('address')!.value, '0x' + region.toString(16));
     assert.equal(fault.get('page')!.value, '0x' + region.toString(16));
@@ -159,6 +177,35 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     assert.equal(flags.get('um')!.value, 'userfaultfd missing tracking');
     assert.equal(flags.get('rd')!.value, 'readable');
     assert.equal(flags.get('wr')!.value, 'writeable');
+  });
+
+  test('Page scope and Debug Console commands describe the held page without faulting it', async () => {
+    const stopped = dc.waitForEvent('stopped');
+    await startSession({});
+    const ev = (await stopped) as DebugProtocol.StoppedEvent;
+    const scopes = await scopesOf(ev.body.threadId!);
+    assert.deepEqual([...scopes.keys()], ['Fault', 'Page', 'VMA', 'Registers', 'Tracked regions']);
+    const page = await variablesOf(scopes.get('Page')!.variablesReference);
+    assert.equal(page.get('present')!.value, 'false', 'a page held on a missing fault is not present');
+    assert.equal(page.get('state')!.value, 'not present');
+    const fault = await variablesOf(scopes.get('Fault')!.variablesReference);
+    const addr = fault.get('page')!.value;
+
+    const repl = (expression: string) => dc.evaluateRequest({ expression, context: 'repl' });
+    assert.match((await repl('help')).body.result, /^maps \[TEXT\]/m);
+    assert.match((await repl('maps')).body.result, /\[uffd: missing\]/);
+    const pageOut = (await repl(`page ${addr} 2`)).body.result.split('\n');
+    assert.match(pageOut[0], /^in 0x[0-9a-f]+-0x[0-9a-f]+ rw-p/);
+    assert.equal(pageOut[1], `${addr}  not present`);
+    assert.match((await repl('held')).body.result, new RegExp(`tid ${ev.body.threadId} missing (read|write) 0x`));
+    assert.match((await repl('stats')).body.result, /held 1,/);
+    assert.match((await repl('threads')).body.result, /handle_userfault/, 'the stopped thread waits in handle_userfault');
+    await assert.rejects(repl('frobnicate'), /unknown command 'frobnicate': type 'help'/);
+    await assert.rejects(repl('page nowhere'), /not an address/);
+    const comp = await dc.completionsRequest({ text: 'ma', column: 3 });
+    assert.deepEqual(comp.body.targets.map((t) => t.label), ['maps']);
+    // Nothing above touched the page: the fault is still the same held one.
+    assert.match((await repl('held')).body.result, new RegExp(fault.get('sequence')!.value));
   });
 
   test('disconnect while stopped on a fault ends the program and the helper', async () => {

@@ -52,7 +52,7 @@ async function runUnderHelper(args: string[], opts: { hold?: boolean } = {}): Pr
       if (e.event === 'exited') resolve(e.code);
     });
   });
-  const launched = await c.request('launch', { program: TOUCH, args, cwd: root, env: null, stdoutFd: 3, stderrFd: 4 });
+  const launched = await c.request('launch', { program: TOUCH, args, cwd: root, env: null });
   await c.request('policy', { hold: { missing: opts.hold ?? false }, stream: 'all' });
   await c.request('run', {});
   const code = await withTimeout(exited, 60_000, `exit of touch ${args.join(' ')}`);
@@ -178,6 +178,35 @@ describe('uffd-helper on the real kernel', { timeout: 180_000 }, () => {
     const resolved = new Set(r.events.filter((e) => e.event === 'resolved').map((e) => (e as { seq: number }).seq));
     assert.ok(held.length >= 300);
     for (const f of held) assert.ok(resolved.has(f.seq), `held fault #${f.seq} was resolved`);
+  });
+
+  test('program output precedes the held fault that follows it (no sleeps)', async () => {
+    const c = await startHelper();
+    let stdout = '';
+    const seen: { f: FaultEvent; stdoutThen: string }[] = [];
+    c.on('output', (s, d) => { if (s === 'stdout') stdout += d; });
+    const exited = new Promise<number | null>((resolve) => {
+      c.on('event', (e) => {
+        if (e.event === 'fault' && e.held) {
+          seen.push({ f: e, stdoutThen: stdout });
+          c.request('resolve', { seq: e.seq, how: 'default' }).catch((err: HelperError) => {
+            if (err.code !== 'ESTATE') throw err;
+          });
+        }
+        if (e.event === 'exited') resolve(e.code);
+      });
+    });
+    await c.request('launch', { program: TOUCH, args: ['--pages', '8', '--pattern', 'seq'], cwd: root, env: null });
+    await c.request('policy', { hold: { missing: true }, stream: 'all' });
+    await c.request('run', {});
+    assert.equal(await withTimeout(exited, 60_000, 'exit of touch'), 0);
+    // No waiting for stragglers: `exited` comes after everything the program wrote.
+    assert.match(stdout, /checksum [0-9a-f]+ touched 8\n$/, 'all output arrived before exited');
+    const { start } = regionOf(stdout);
+    const first = seen.find((s) => BigInt(s.f.page) === start);
+    assert.ok(first, `a held fault on the region's first page 0x${start.toString(16)}`);
+    assert.match(first.stdoutThen, new RegExp(`region 0x${start.toString(16)} pages 8\n`),
+      'the region line was received before the held fault on its first page');
   });
 
   test('the program keeps no userfaultfd of its own, and shutdown leaves no process', async () => {

@@ -18,6 +18,23 @@ test('decodeMessage accepts responses and events', () => {
   const f = decodeMessage('{"type":"event","event":"fault","seq":1,"t":5,"addr":"0x1008","page":"0x1000",' +
     '"access":"write","kind":"missing","tid":42,"held":false,"ioctl":"UFFDIO_COPY","latencyNs":900}');
   assert.ok(f.type === 'event' && f.event === 'fault' && f.tid === 42);
+  const o = decodeMessage('{"type":"event","event":"output","stream":"stderr","data":"aMOpCg=="}');
+  assert.ok(o.type === 'event' && o.event === 'output' && o.stream === 'stderr');
+  assert.equal(Buffer.from(o.data, 'base64').toString('utf8'), 'hé\n');
+});
+
+test('decodeMessage accepts the attach events: detached, exited without a status', () => {
+  const d = decodeMessage('{"type":"event","event":"detached","pid":77}');
+  assert.ok(d.type === 'event' && d.event === 'detached' && d.pid === 77);
+  const x = decodeMessage('{"type":"event","event":"exited","pid":77,"code":null,"signal":null}');
+  assert.ok(x.type === 'event' && x.event === 'exited' && x.code === null && x.signal === null);
+  assert.throws(() => decodeMessage('{"type":"event","event":"detached"}'), /malformed detached/);
+});
+
+test('decodeMessage rejects malformed output events', () => {
+  assert.throws(() => decodeMessage('{"type":"event","event":"output","stream":"stdin","data":""}'), /malformed output/);
+  assert.throws(() => decodeMessage('{"type":"event","event":"output","stream":"stdout"}'), /malformed output/);
+  assert.throws(() => decodeMessage('{"type":"event","event":"output","stream":"stdout","data":"not base64!"}'), /malformed output/);
 });
 
 test('decodeMessage rejects malformed lines with a reason', () => {

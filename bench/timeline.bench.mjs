@@ -1,0 +1,239 @@
+// Timeline webview bench: one run in Debian's chromium (software rendering), printing
+//   - first draw of 1,000,000 faults (delivery of the batch until the frame is painted),
+//   - zoom and pan step frame times at that size (median of several),
+//   - live append cost per 5,000-event batch at 100k and 1M faults,
+// and the same figures for a naive chart.js scatter of 100,000 points (pointRadius 0, animation
+// off) in the same browser, with the ratios. Targets: 1M first draw < 1 s, zoom/pan < 50 ms.
+// Run: node bench/timeline.bench.mjs [--faults N]
+/* global window, document, performance, requestAnimationFrame, MessageEvent, WheelEvent, PointerEvent */
+import * as esbuild from 'esbuild';
+import { loadavg } from 'node:os';
+
+import { genSession, launchBrowser, openPanel, root, startServer } from '../test/webview/harness.mjs';
+
+const argN = process.argv.indexOf('--faults');
+const N = argN > 0 ? Number(process.argv[argN + 1]) : 1_000_000;
+const BATCH = 5000;
+const REPS = 7;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ms = (x) => `${x.toFixed(1)} ms`;
+
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+console.log(`load average at start: ${load()} (2 cores; other work on the machine skews absolute times, ratios less)`);
+const server = await startServer();
+const browser = await launchBrowser();
+const results = {};
+
+try {
+  // ---------------------------------------------------------------- our panel
+  const p = await openPanel(browser.context, server.origin, 'dark');
+  const page = p.page;
+  // The events wait as JSON text in 5,000-event chunks and are parsed as they are delivered, as
+  // VS Code deserializes each postMessage; holding a million live objects for the whole run would
+  // make every garbage collection in the panel trace them.
+  await page.evaluate(`{ const ev = (${genSession.toString()})(${N}, 5); window.__chunks = [];
+    for (let i = 0; i < ev.length; i += ${BATCH}) window.__chunks.push(JSON.stringify(ev.slice(i, i + ${BATCH}))); }`);
+  // In-page helpers. Delivery is a MessageEvent dispatched on window, the path VS Code's
+  // postMessage ends in, without the structured clone (which happens outside the panel).
+  await page.evaluate(() => {
+    const painted = () => window.__timeline.frame();
+    window.__bench = {
+      async deliverAll() {
+        const t0 = performance.now();
+        let parse = 0;
+        for (const c of window.__chunks) {
+          const p0 = performance.now();
+          const batch = JSON.parse(c);
+          parse += performance.now() - p0;
+          window.dispatchEvent(new MessageEvent('message', { data: { type: 'events', batch } }));
+        }
+        const t1 = performance.now();
+        await painted();
+        const t2 = performance.now();
+        return { total: t2 - t0, parse, ingest: t1 - t0 - parse, draw: t2 - t1,
+          render: window.__timeline.stats().timings.renderMs };
+      },
+      async reset() {
+        window.dispatchEvent(new MessageEvent('message', { data: { type: 'reset' } }));
+        await painted();
+      },
+      async wheel(deltaY) {
+        const box = document.getElementById('chart-box');
+        const r = box.getBoundingClientRect();
+        const a = window.__timeline.stats().chartArea;
+        const t0 = performance.now();
+        box.dispatchEvent(new WheelEvent('wheel', { deltaY, clientX: r.left + (a.left + a.right) / 2,
+          clientY: r.top + (a.top + a.bottom) / 2, bubbles: true, cancelable: true }));
+        await painted();
+        return { total: performance.now() - t0, render: window.__timeline.stats().timings.renderMs };
+      },
+      async pan(dx) {
+        const box = document.getElementById('chart-box');
+        const r = box.getBoundingClientRect();
+        const a = window.__timeline.stats().chartArea;
+        const x = r.left + (a.left + a.right) / 2;
+        const y = r.top + (a.top + a.bottom) / 2;
+        const ev = (type, cx) => new PointerEvent(type, { clientX: cx, clientY: y, button: 0, pointerId: 1,
+          bubbles: true, isPrimary: true });
+        box.dispatchEvent(ev('pointerdown', x));
+        const t0 = performance.now();
+        box.dispatchEvent(ev('pointermove', x + dx));
+        await painted();
+        const total = performance.now() - t0;
+        box.dispatchEvent(ev('pointerup', x + dx));
+        await painted();
+        return { total, render: window.__timeline.stats().timings.renderMs };
+      },
+    };
+  });
+
+  // First draw of N faults in one batch.
+  const first = await page.evaluate(() => window.__bench.deliverAll());
+  const s1 = await p.stats();
+  results.firstDraw = first;
+  results.mode = s1.drawn.mode;
+  console.log(`timeline, ${s1.events.toLocaleString()} faults, ${s1.lanes.length} lanes`);
+  console.log(`  load: JSON.parse of the batches (VS Code's deserialization) ${ms(first.parse)}, ` +
+    `validate+store ${ms(first.ingest)}`);
+  console.log(`  first draw, stored → painted         ${ms(first.draw)}  (bin+draw JS ${ms(first.render)}, ` +
+    `faults plugin ${ms(s1.timings.binMs)}, mode ${s1.drawn.mode})`);
+  console.log(`  first draw incl. validate+store      ${ms(first.draw + first.ingest)}  ` +
+    `(incl. JSON.parse too: ${ms(first.total)})`);
+
+  // Zoom steps: in 4, out 4, alternating so the view stays comparable; then pans.
+  const zooms = [];
+  for (let k = 0; k < REPS; k++) zooms.push(await page.evaluate((d) => window.__bench.wheel(d), k % 2 ? 240 : -240));
+  const pans = [];
+  for (let k = 0; k < REPS; k++) pans.push(await page.evaluate((d) => window.__bench.pan(d), k % 2 ? -80 : 80));
+  results.zoom = median(zooms.map((z) => z.total));
+  results.pan = median(pans.map((z) => z.total));
+  console.log(`  zoom step (wheel → painted)       ${ms(results.zoom)} median of ${REPS} ` +
+    `(JS ${ms(median(zooms.map((z) => z.render)))}, faults ${ms((await p.stats()).timings.binMs)})`);
+  console.log(`  pan step (pointermove → painted)  ${ms(results.pan)} median of ${REPS} ` +
+    `(JS ${ms(median(pans.map((z) => z.render)))})`);
+
+  // Live appends: reset, then 5,000-event batches; sample five batches after 100k and at the end.
+  await page.evaluate(() => window.__bench.reset());
+  const live = await page.evaluate(async ({ BATCH, N }) => {
+    const samples = { 100000: [], [N]: [] };
+    let i = 0;
+    let faults = 0;
+    for (const c of window.__chunks) {
+      const batch = JSON.parse(c);
+      i += BATCH;
+      faults += batch.length;
+      const near = [100000, N].find((m) => faults > m - 5 * BATCH && faults <= m);
+      if (near !== undefined) {
+        const t0 = performance.now();
+        window.dispatchEvent(new MessageEvent('message', { data: { type: 'events', batch } }));
+        const ingest = performance.now() - t0;
+        await window.__timeline.frame();
+        samples[near].push({ ingest, render: window.__timeline.stats().timings.renderMs });
+      } else {
+        window.dispatchEvent(new MessageEvent('message', { data: { type: 'events', batch } }));
+        if ((i / BATCH) % 20 === 0) await new Promise((r) => requestAnimationFrame(r));
+      }
+    }
+    return samples;
+  }, { BATCH, N });
+  for (const [at, xs] of Object.entries(live)) {
+    if (!xs.length) continue;
+    const ing = median(xs.map((x) => x.ingest));
+    const ren = median(xs.map((x) => x.render));
+    results[`live${at}`] = ing + ren;
+    console.log(`  live append at ${Number(at).toLocaleString()} faults   ${ms(ing + ren)} per ${BATCH}-event batch ` +
+      `(ingest ${ms(ing)}, bin+draw ${ms(ren)}; draws throttled to ≤ 5/s)`);
+  }
+  const heap = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
+  if (heap) console.log(`  JS heap (store + the bench's JSON chunks)  ${(heap / 2 ** 20).toFixed(0)} MiB`);
+  if (p.problems.length) console.log('  problems:', p.problems);
+  await page.close();
+
+  // ---------------------------------------------------------------- our panel at 100k, for the ratio
+  const q = await openPanel(browser.context, server.origin, 'dark');
+  await q.page.evaluate(`{ const ev = (${genSession.toString()})(100000, 5); window.__chunks = [];
+    for (let i = 0; i < ev.length; i += ${BATCH}) window.__chunks.push(JSON.stringify(ev.slice(i, i + ${BATCH}))); }`);
+  const first100k = await q.page.evaluate(async () => {
+    const batches = window.__chunks.map((c) => JSON.parse(c));
+    const t0 = performance.now();
+    for (const batch of batches) window.dispatchEvent(new MessageEvent('message', { data: { type: 'events', batch } }));
+    const t1 = performance.now();
+    await window.__timeline.frame();
+    return { draw: performance.now() - t1, withStore: performance.now() - t0 };
+  });
+  await q.page.close();
+  console.log(`timeline, 100,000 faults: first draw stored → painted ${ms(first100k.draw)}, ` +
+    `incl. validate+store ${ms(first100k.withStore)}`);
+
+  // ---------------------------------------------------------------- baseline
+  const bundle = await esbuild.build({ stdin: { contents: "import Chart from 'chart.js/auto'; window.Chart = Chart;",
+    resolveDir: root }, bundle: true, write: false, format: 'iife', platform: 'browser', logLevel: 'warning' });
+  const b = await browser.context.newPage();
+  await b.setViewportSize({ width: 1400, height: 900 });
+  await b.setContent('<!DOCTYPE html><html><body style="margin:0"><div style="width:1400px;height:600px">' +
+    '<canvas id="c"></canvas></div></body></html>');
+  await b.addScriptTag({ content: bundle.outputFiles[0].text });
+  const base = await b.evaluate(async (reps) => {
+    const n = 100000;
+    let s = 12345;
+    const rnd = () => { s = (s * 1103515245 + 12345) & 0x7fffffff; return s / 0x7fffffff; };
+    const data = [];
+    let t = 0;
+    for (let i = 0; i < n; i++) { t += rnd() * 40; data.push({ x: t, y: Math.floor(rnd() * 4) + rnd() }); }
+    const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    const t0 = performance.now();
+    const chart = new window.Chart(document.getElementById('c'), {
+      type: 'scatter', data: { datasets: [{ data, pointRadius: 0 }] },
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: { legend: { display: false } } },
+    });
+    await frame();
+    const first = performance.now() - t0;
+    const zooms = [];
+    const pans = [];
+    let lo = 0;
+    let hi = t;
+    for (let k = 0; k < reps; k++) {
+      const span = (hi - lo) * (k % 2 ? 1.25 : 0.8);
+      const mid = (lo + hi) / 2;
+      lo = mid - span / 2; hi = mid + span / 2;
+      const z0 = performance.now();
+      chart.options.scales.x.min = lo; chart.options.scales.x.max = hi;
+      chart.update('none');
+      await frame();
+      zooms.push(performance.now() - z0);
+    }
+    for (let k = 0; k < reps; k++) {
+      const d = (hi - lo) * 0.06 * (k % 2 ? -1 : 1);
+      lo += d; hi += d;
+      const p0 = performance.now();
+      chart.options.scales.x.min = lo; chart.options.scales.x.max = hi;
+      chart.update('none');
+      await frame();
+      pans.push(performance.now() - p0);
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    return { first, zoom: med(zooms), pan: med(pans) };
+  }, REPS);
+  await b.close();
+  console.log('baseline: chart.js scatter, 100,000 points, pointRadius 0, animation off');
+  console.log(`  first draw ${ms(base.first)}, zoom step ${ms(base.zoom)}, pan step ${ms(base.pan)}`);
+  const r = (a, c) => `${(a / c).toFixed(1)}×`;
+  console.log('ratios (baseline ÷ timeline; higher is better for the timeline)');
+  console.log(`  first draw (data in memory → painted): baseline 100k ÷ timeline 100k ${r(base.first, first100k.draw)}, ` +
+    `÷ timeline ${N.toLocaleString()} ${r(base.first, results.firstDraw.draw)}`);
+  console.log(`  first draw incl. the timeline's validate+store: baseline 100k ÷ timeline 100k ` +
+    `${r(base.first, first100k.withStore)}, ÷ timeline ${N.toLocaleString()} ` +
+    `${r(base.first, results.firstDraw.draw + results.firstDraw.ingest)}`);
+  console.log(`  zoom step: baseline 100k vs timeline ${N.toLocaleString()} ${r(base.zoom, results.zoom)}`);
+  console.log(`  pan step:  baseline 100k vs timeline ${N.toLocaleString()} ${r(base.pan, results.pan)}`);
+  console.log(`load average at end: ${load()}`);
+  const ok = (c) => (c ? 'met' : 'MISSED');
+  console.log(`targets: first draw < 1 s ${ok(results.firstDraw.draw < 1000)} ` +
+    `(with validate+store ${ok(results.firstDraw.draw + results.firstDraw.ingest < 1000)}), zoom < 50 ms ${ok(results.zoom < 50)}, ` +
+    `pan < 50 ms ${ok(results.pan < 50)}`);
+} finally {
+  await browser.close();
+  await server.close();
+}
+

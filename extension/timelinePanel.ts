@@ -1,0 +1,110 @@
+// The fault timeline: one webview panel per uffd debug session, fed with the adapter's
+// `uffd/events` batches, closed with its session. Messages both ways are validated.
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import * as vscode from 'vscode';
+import { fromPanelProblem, isFromPanel, ToPanel, toPanelProblem } from '../webview/messages';
+import { panelHtml } from '../webview/panelHtml';
+
+export class TimelinePanel {
+  private static panels = new Map<string, TimelinePanel>();
+  private readonly disposables: vscode.Disposable[] = [];
+  /** Batches that arrived before the panel said it was ready. */
+  private queue: ToPanel[] = [];
+  private ready = false;
+
+  static forSession(session: vscode.DebugSession): TimelinePanel | undefined {
+    return TimelinePanel.panels.get(session.id);
+  }
+
+  static open(context: vscode.ExtensionContext, session: vscode.DebugSession, log: vscode.OutputChannel): TimelinePanel {
+    const existing = TimelinePanel.panels.get(session.id);
+    if (existing) {
+      existing.panel.reveal(undefined, true);
+      return existing;
+    }
+    const p = new TimelinePanel(context, session, log);
+    TimelinePanel.panels.set(session.id, p);
+    return p;
+  }
+
+  static closeFor(session: vscode.DebugSession): void {
+    TimelinePanel.panels.get(session.id)?.panel.dispose();
+  }
+
+  private readonly panel: vscode.WebviewPanel;
+
+  private constructor(context: vscode.ExtensionContext, private readonly session: vscode.DebugSession,
+    private readonly log: vscode.OutputChannel) {
+    const dist = vscode.Uri.joinPath(context.extensionUri, 'dist');
+    const media = vscode.Uri.joinPath(context.extensionUri, 'media');
+    this.panel = vscode.window.createWebviewPanel('uffd-debug.timeline', `Faults: ${session.name}`,
+      { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true },
+      // Kept alive while hidden: rebuilding a million-event view from a replay costs more
+      // than the page's memory.
+      { enableScripts: true, retainContextWhenHidden: true, localResourceRoots: [dist, media] });
+    const w = this.panel.webview;
+    w.html = panelHtml({
+      cspSource: w.cspSource,
+      nonce: randomBytes(16).toString('base64'),
+      scriptUri: w.asWebviewUri(vscode.Uri.joinPath(dist, 'webview.js')).toString(),
+      styleUri: w.asWebviewUri(vscode.Uri.joinPath(media, 'timeline.css')).toString(),
+    });
+    this.disposables.push(
+      w.onDidReceiveMessage((m) => this.onMessage(m)),
+      this.panel.onDidDispose(() => this.dispose()),
+    );
+  }
+
+  post(m: ToPanel): void {
+    const problem = toPanelProblem(m);
+    if (problem) {
+      this.log.appendLine(`timeline: not sending an invalid message (${problem})`);
+      return;
+    }
+    if (this.ready) void this.panel.webview.postMessage(m);
+    else this.queue.push(m);
+  }
+
+  private async onMessage(m: unknown): Promise<void> {
+    if (!isFromPanel(m)) {
+      this.log.appendLine(`timeline: dropped an invalid message from the panel (${fromPanelProblem(m)})`);
+      return;
+    }
+    switch (m.type) {
+      case 'ready': {
+        this.ready = true;
+        for (const q of this.queue) void this.panel.webview.postMessage(q);
+        this.queue = [];
+        break;
+      }
+      case 'selectThread':
+      case 'reveal':
+        try {
+          await this.session.customRequest('uffd/selectThread', { tid: m.tid });
+        } catch (e) {
+          void vscode.window.showInformationMessage(`uffd-debug: ${(e as Error).message}`);
+        }
+        break;
+      case 'step':
+        await vscode.commands.executeCommand('workbench.action.debug.stepOver');
+        break;
+      case 'continue':
+        await vscode.commands.executeCommand('workbench.action.debug.continue');
+        break;
+      case 'export': {
+        const uri = await vscode.window.showSaveDialog({
+          title: 'Export fault timeline',
+          filters: m.format === 'trace' ? { 'Chrome Trace Event JSON': ['json'] } : { CSV: ['csv'] },
+        });
+        if (uri) await writeFile(uri.fsPath, m.text);
+        break;
+      }
+    }
+  }
+
+  private dispose(): void {
+    TimelinePanel.panels.delete(this.session.id);
+    for (const d of this.disposables) d.dispose();
+  }
+}

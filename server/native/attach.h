@@ -1,0 +1,30 @@
+/* Attaching to a running process, tracking its new mappings, and detaching. */
+#ifndef UFFD_HELPER_ATTACH_H
+#define UFFD_HELPER_ATTACH_H
+
+#include <poll.h>
+#include <stdint.h>
+
+#include "json.h"
+
+/*
+ * Each writes its whole response (and events after it). `features` are the userfaultfd
+ * features to negotiate.
+ */
+void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features);
+void attach_cmd_track(int64_t id, const struct jval *req);
+void attach_cmd_untrack(int64_t id, const struct jval *req);
+void attach_cmd_detach(int64_t id);
+
+/* 1 while a process is attached (not yet detached or exited). */
+int attach_active(void);
+/* Detaches quietly (end of input, shutdown): the process runs on as if never debugged. */
+void attach_release(void);
+
+enum { ATTACH_PFD_NR = 2 };
+/* Adds the exit pidfd and the rescan timer to pfd at *n; idx gets the slots or -1. */
+void attach_pollfds(struct pollfd *pfd, int *n, int idx[ATTACH_PFD_NR]);
+/* Handles what poll reported: the process exited, or it is time to look for new mappings. */
+void attach_ready(const struct pollfd *pfd, const int idx[ATTACH_PFD_NR]);
+
+#endif

@@ -1,0 +1,356 @@
+// The timeline webview in Debian's chromium: the real bundle and panel HTML under the panel's
+// CSP, fed recorded-style event batches through window.postMessage like VS Code does.
+/* global window, document, getComputedStyle */
+import { after, before, describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import {
+  artifacts, ensureArtifacts, genSession, launchBrowser, nodeSide, openPanel, startServer,
+} from './harness.mjs';
+
+const session = genSession(3000, 7);
+const faults = session.filter((e) => e.event === 'fault');
+const resolvedSeqs = new Set(session.filter((e) => e.event === 'resolved').map((e) => e.seq));
+const pendingHeld = faults.filter((f) => f.held && !resolvedSeqs.has(f.seq));
+
+let server;
+let browser;
+
+before(async () => {
+  ensureArtifacts();
+  server = await startServer();
+  browser = await launchBrowser();
+}, { timeout: 120000 });
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+async function feed(p, events, size = 700) {
+  for (let i = 0; i < events.length; i += size) await p.send({ type: 'events', batch: events.slice(i, i + size) });
+  await settle(p);
+}
+
+/** Waits until the panel has drawn every change it has received (live draws are throttled). */
+async function settle(p) {
+  await p.page.waitForFunction(() => {
+    const s = window.__timeline.stats();
+    return s.drawnVersion === s.version;
+  }, null, { timeout: 10000 });
+  await p.frame();
+}
+
+async function clean(p) {
+  assert.deepEqual(await p.cspViolations(), [], 'CSP violations');
+  assert.deepEqual(p.problems, [], 'console errors');
+  // Every message the panel posted passes the validator the extension uses.
+  for (const m of await p.posted()) assert.equal(nodeSide.fromPanelProblem(m), null, JSON.stringify(m).slice(0, 200));
+}
+
+/** Saturated (latency-coloured) pixels of the main chart per band, read back from the canvas. */
+async function saturatedPerBand(p) {
+  return p.page.evaluate(() => {
+    const s = window.__timeline.stats();
+    const cv = document.getElementById('chart');
+    const ctx = cv.getContext('2d');
+    const dpr = cv.width / cv.getBoundingClientRect().width;
+    const a = s.chartArea;
+    // Fork/remap/remove/unmap lines cross every band: leave their colour out.
+    const probe = document.createElement('canvas').getContext('2d');
+    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-orange').trim();
+    probe.fillRect(0, 0, 1, 1);
+    const nc = probe.getImageData(0, 0, 1, 1).data;
+    const out = [];
+    const nb = s.lanes.length;
+    for (let b = 0; b < nb; b++) {
+      const yTop = a.top + ((b - s.view.y0) / (s.view.y1 - s.view.y0)) * (a.bottom - a.top);
+      const yBot = a.top + ((b + 1 - s.view.y0) / (s.view.y1 - s.view.y0)) * (a.bottom - a.top);
+      const y0 = Math.max(a.top, yTop) + 8; // marks near a band edge overlap it by up to 7 px
+      const y1 = Math.min(a.bottom, yBot) - 8;
+      if (y1 <= y0) { out.push(0); continue; }
+      const img = ctx.getImageData(Math.round(a.left * dpr), Math.round(y0 * dpr),
+        Math.round((a.right - a.left) * dpr), Math.round((y1 - y0) * dpr)).data;
+      let n = 0;
+      for (let k = 0; k < img.length; k += 4) {
+        const mx = Math.max(img[k], img[k + 1], img[k + 2]);
+        const mn = Math.min(img[k], img[k + 1], img[k + 2]);
+        const dnc = Math.abs(img[k] - nc[0]) + Math.abs(img[k + 1] - nc[1]) + Math.abs(img[k + 2] - nc[2]);
+        if (img[k + 3] > 200 && mx - mn > 60 && dnc > 40) n++;
+      }
+      out.push(n);
+    }
+    return out;
+  });
+}
+
+describe('timeline messages (shared with the extension)', () => {
+  it('accepts the protocol and rejects malformed messages with a reason', () => {
+    const { toPanelProblem, fromPanelProblem, eventProblem } = nodeSide;
+    for (const e of session) assert.equal(eventProblem(e), null, JSON.stringify(e));
+    assert.equal(toPanelProblem({ type: 'events', batch: session.slice(0, 10) }), null);
+    assert.equal(toPanelProblem({ type: 'reset' }), null);
+    assert.equal(toPanelProblem({ type: 'import', format: 'csv', text: '' }), null);
+    assert.match(toPanelProblem({ type: 'import', format: 'pdf', text: '' }), /format/);
+    assert.match(toPanelProblem({ type: 'nope' }), /unknown type/);
+    assert.match(toPanelProblem(null), /not an object/);
+    assert.equal(fromPanelProblem({ type: 'selectThread', tid: 1, seq: 2 }), null);
+    assert.match(fromPanelProblem({ type: 'reveal', seq: 2 }), /tid/);
+    assert.match(fromPanelProblem({ type: 'export', format: 'trace' }), /text/);
+    assert.match(eventProblem({ ...faults[0], addr: '0xZZ' }), /hex/);
+    assert.match(eventProblem({ ...faults[0], kind: 'major' }), /kind/);
+    assert.equal(eventProblem({ event: 'nc', what: 'fork' }), null);
+    assert.match(eventProblem({ event: 'nc', what: 'exec' }), /what/);
+    const html = nodeSide.panelHtml({ cspSource: 'vscode-resource:', nonce: 'abc', scriptUri: 's.js', styleUri: 's.css' });
+    assert.match(html, /default-src 'none'; img-src vscode-resource: data:; style-src vscode-resource:; script-src 'nonce-abc'; font-src vscode-resource:/);
+    assert.doesNotMatch(html, /style=/, 'no inline styles');
+    assert.equal((html.match(/<script/g) ?? []).length, 1);
+  });
+});
+
+describe('timeline webview', { timeout: 180000 }, () => {
+  it('draws lanes per region, marks per kind, page map, histogram and blocked time from live batches', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    assert.deepEqual((await p.posted())[0], { type: 'ready' });
+    await feed(p, session);
+    const s = await p.stats();
+    assert.equal(s.events, faults.length);
+    assert.deepEqual(s.lanes.map((l) => l.name), ['[heap]', 'unused arena', 'anon mmap 16 MiB', '[stack]']);
+    const byKind = (k) => faults.filter((f) => f.kind === k).length;
+    assert.equal(s.drawn.visible, faults.length, 'fitted view shows every fault');
+    assert.deepEqual([s.drawn.missing, s.drawn.wp, s.drawn.minor], [byKind('missing'), byKind('wp'), byKind('minor')]);
+    assert.equal(s.drawn.mode, 'shapes');
+    assert.equal(s.drawn.nc, 2, 'fork and remove are drawn');
+    assert.equal(s.drawn.resolutions, resolvedSeqs.size);
+    assert.equal(s.drawn.held, pendingHeld.length);
+    assert.equal(s.pending, pendingHeld.length);
+    for (const st of ['untouched', 'pending', 'zero', 'copied', 'written', 'evicted']) {
+      assert.ok(s.pageStates[st] > 0, `page map has ${st} pages: ${JSON.stringify(s.pageStates)}`);
+    }
+    const total = Object.values(s.pageStates).reduce((a, b) => a + b, 0);
+    assert.equal(total, 1024 + 256 + 4096 + 33, 'one cell per page of every region');
+    const withLatency = faults.length - pendingHeld.length;
+    assert.equal(s.histogram.reduce((a, b) => a + b, 0), withLatency, 'histogram counts every resolved fault');
+    assert.deepEqual(Object.keys(s.blocked).sort(), ['4242', '4243', '4244', '4245']);
+    // Pixels: marks in the three bands with faults, none in the unused region's band.
+    const px = await saturatedPerBand(p);
+    assert.ok(px[0] > 500 && px[2] > 500 && px[3] > 500, `marks drawn in the fault bands: ${px}`);
+    assert.equal(px[1], 0, `nothing drawn in the band of a region without faults: ${px}`);
+    const rates = await p.page.textContent('#rates');
+    assert.match(rates, /missing [\d,]+ · wp [\d,]+ · minor [\d,]+/);
+    assert.match(rates, new RegExp(`pending ${pendingHeld.length}`));
+    await p.page.screenshot({ path: path.join(artifacts, 'webview-dark.png') });
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('zooms with the wheel, pans by dragging and shows the window in the overview', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, session);
+    const before = await p.stats();
+    const a = before.chartArea;
+    const box = await p.page.locator('#chart').boundingBox();
+    const cx = box.x + (a.left + a.right) / 2;
+    const cy = box.y + (a.top + a.bottom) / 2;
+    await p.page.mouse.move(cx, cy);
+    for (let k = 0; k < 4; k++) await p.page.mouse.wheel(0, -300);
+    await settle(p);
+    const zoomed = await p.stats();
+    const spanBefore = before.view.x1 - before.view.x0;
+    const spanZoomed = zoomed.view.x1 - zoomed.view.x0;
+    assert.ok(spanZoomed < spanBefore / 3, `x zoomed in: ${spanBefore} → ${spanZoomed}`);
+    assert.ok(zoomed.drawn.visible < before.drawn.visible, 'fewer faults in view');
+    assert.equal(zoomed.view.mode, 'fixed');
+    // Shift+wheel zooms the lanes.
+    await p.page.keyboard.down('Shift');
+    await p.page.mouse.wheel(0, -300);
+    await p.page.keyboard.up('Shift');
+    await settle(p);
+    const yz = await p.stats();
+    assert.ok(yz.view.y1 - yz.view.y0 < 4, 'y zoomed in');
+    // Drag right by 200 px: the window moves back in time by 200 px worth.
+    await p.page.mouse.move(cx, cy);
+    await p.page.mouse.down();
+    await p.page.mouse.move(cx + 100, cy, { steps: 4 });
+    await p.page.mouse.move(cx + 200, cy, { steps: 4 });
+    await p.page.mouse.up();
+    await settle(p);
+    const panned = await p.stats();
+    const expect = (200 / (a.right - a.left)) * spanZoomed;
+    assert.ok(Math.abs((yz.view.x0 - panned.view.x0) - expect) < expect * 0.05, 'panned by the drag distance');
+    await p.page.screenshot({ path: path.join(artifacts, 'webview-zoomed.png') });
+    // Double-click fits the whole session again.
+    await p.page.mouse.dblclick(cx, cy);
+    await settle(p);
+    assert.equal((await p.stats()).drawn.visible, faults.length);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('selects by click (held fault → selectThread), moves with arrows, reveals with Enter, Step/Continue', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, session);
+    // Zoom into the held fault so no other mark overlaps it.
+    const target = pendingHeld[0];
+    const pos = await p.page.evaluate((seq) => window.__timeline.pixelOf(seq), target.seq);
+    await p.page.mouse.move(pos.x, pos.y);
+    for (let k = 0; k < 6; k++) await p.page.mouse.wheel(0, -400);
+    await settle(p);
+    const at = await p.page.evaluate((seq) => window.__timeline.pixelOf(seq), target.seq);
+    await p.page.mouse.click(at.x, at.y);
+    await settle(p);
+    let s = await p.stats();
+    assert.equal(s.selected, target.seq, 'the clicked fault is selected');
+    assert.deepEqual((await p.posted()).at(-1), { type: 'selectThread', tid: target.tid, seq: target.seq });
+    const details = await p.page.textContent('#details');
+    for (const want of [target.addr, target.page, `tid ${target.tid}`, '[heap]|anon mmap 16 MiB|\\[stack\\]',
+      target.kind, target.access, 'pending']) {
+      assert.match(details, new RegExp(want.startsWith('0x') ? want : want), `details show ${want}`);
+    }
+    // Right arrow: the next fault in time order.
+    const order = [...faults].sort((a, b) => a.t - b.t);
+    const k = order.findIndex((f) => f.seq === target.seq);
+    await p.page.keyboard.press('ArrowRight');
+    await settle(p);
+    s = await p.stats();
+    assert.equal(s.selected, order[k + 1].seq);
+    await p.page.keyboard.press('ArrowRight');
+    await p.page.keyboard.press('ArrowLeft');
+    await settle(p);
+    assert.equal((await p.stats()).selected, order[k + 1].seq);
+    await p.page.keyboard.press('Enter');
+    assert.deepEqual((await p.posted()).at(-1), { type: 'reveal', seq: order[k + 1].seq, tid: order[k + 1].tid });
+    await p.page.screenshot({ path: path.join(artifacts, 'webview-selected.png') });
+    await p.page.click('#btn-step');
+    assert.deepEqual((await p.posted()).at(-1), { type: 'step' });
+    await p.page.click('#btn-continue');
+    assert.deepEqual((await p.posted()).at(-1), { type: 'continue' });
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('exports Chrome trace and CSV and imports either back losslessly', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, session);
+    const before = await p.stats();
+    await p.page.click('#btn-export-trace');
+    await p.page.click('#btn-export-csv');
+    const posted = await p.posted();
+    const trace = posted.find((m) => m.type === 'export' && m.format === 'trace').text;
+    const csv = posted.find((m) => m.type === 'export' && m.format === 'csv').text;
+    const doc = JSON.parse(trace);
+    const xs = doc.traceEvents.filter((e) => e.ph === 'X');
+    assert.equal(xs.length, faults.length, 'one complete event per fault');
+    const f0 = faults[0];
+    const x0 = xs.find((e) => e.args.seq === f0.seq);
+    assert.equal(x0.ts, f0.t / 1000);
+    assert.equal(x0.dur, f0.latencyNs / 1000);
+    assert.equal(x0.tid, f0.tid);
+    assert.equal(x0.args.addr, f0.addr);
+    assert.equal(x0.args.kind, f0.kind);
+    assert.equal(x0.args.ioctl, f0.ioctl);
+    assert.equal(csv.split('\n').filter((l) => l.startsWith('fault,')).length, faults.length);
+    const exportAfterImport = async (format, text) => {
+      await p.send({ type: 'reset' });
+      await p.send({ type: 'import', format, text });
+      await settle(p);
+      return p.page.evaluate(async () => {
+        const n = window.__posted.length;
+        document.getElementById('btn-export-trace').click();
+        document.getElementById('btn-export-csv').click();
+        const m = window.__posted.slice(n);
+        return { trace: m[0].text, csv: m[1].text };
+      });
+    };
+    for (const [format, text] of [['trace', trace], ['csv', csv]]) {
+      const again = await exportAfterImport(format, text);
+      assert.equal(again.trace, trace, `${format} import → trace export is identical`);
+      assert.equal(again.csv, csv, `${format} import → CSV export is identical`);
+      const s = await p.stats();
+      for (const key of ['events', 'lanes', 'pageStates', 'histogram', 'blocked', 'kinds', 'pending', 'nc']) {
+        assert.deepEqual(s[key], before[key], `${format} import restores ${key}`);
+      }
+    }
+    // The file input path.
+    await p.send({ type: 'reset' });
+    await p.page.setInputFiles('#file-import', { name: 'session.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+    await p.page.waitForFunction((n) => window.__timeline.stats().events === n, faults.length);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('drops invalid messages and events with a warning, never throws', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await p.send({ type: 'bogus' });
+    await p.send('events');
+    await p.send({ type: 'events', batch: 'nope' });
+    await p.send({ type: 'import', format: 'xml', text: '' });
+    await p.send({ type: 'import', format: 'trace', text: '{not json' });
+    await p.send({ type: 'events', batch: [
+      { event: 'fault', seq: 'x' },
+      { event: 'fault', seq: 1, t: 5, addr: 'nothex', page: '0x1000', access: 'read', kind: 'missing', tid: 1, held: false },
+      { event: 'teleport' },
+      session[0],
+      faults[0],
+    ] });
+    await settle(p);
+    const s = await p.stats();
+    assert.equal(s.events, 1, 'the one valid fault is kept');
+    assert.ok(p.warnings.some((w) => /dropped message/.test(w)), 'warned about dropped messages');
+    assert.ok(p.warnings.some((w) => /dropped 3 invalid event/.test(w)), 'warned about dropped events');
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('keeps events, zoom window and selection across hide/show (webview state)', async () => {
+    const p = await openPanel(browser.context, server.origin, 'light');
+    await feed(p, session);
+    await p.page.focus('#chart-box');
+    await p.page.keyboard.press('ArrowRight');
+    await p.page.keyboard.press('ArrowRight');
+    await p.page.keyboard.press('+');
+    await settle(p);
+    await p.page.waitForTimeout(400); // state is saved at most every 300 ms
+    const s1 = await p.stats();
+    await p.page.reload();
+    await p.page.waitForFunction(() => window.__timeline !== undefined);
+    await settle(p);
+    const s2 = await p.stats();
+    assert.equal(s2.events, s1.events);
+    assert.equal(s2.selected, s1.selected);
+    assert.deepEqual(s2.view, s1.view);
+    assert.deepEqual(s2.pageStates, s1.pageStates);
+    // The extension answers `ready` by re-sending the session: view and selection stay.
+    await p.send({ type: 'reset' });
+    await feed(p, session);
+    const s3 = await p.stats();
+    assert.equal(s3.events, s1.events);
+    assert.equal(s3.selected, s1.selected);
+    assert.deepEqual(s3.view, s1.view);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('is readable in light and high-contrast themes and with many faults (image mode)', async () => {
+    for (const theme of ['light', 'hc']) {
+      const p = await openPanel(browser.context, server.origin, theme);
+      await feed(p, session);
+      const px = await saturatedPerBand(p);
+      assert.ok(px[0] > 500, `${theme}: marks drawn: ${px}`);
+      await p.page.screenshot({ path: path.join(artifacts, `webview-${theme}.png`) });
+      await clean(p);
+      await p.page.close();
+    }
+    const big = genSession(100000, 3);
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, big, 20000);
+    const s = await p.stats();
+    assert.equal(s.drawn.mode, 'image');
+    assert.equal(s.drawn.visible, big.filter((e) => e.event === 'fault').length);
+    const px = await saturatedPerBand(p);
+    assert.ok(px[0] > 2000 && px[2] > 2000 && px[1] === 0, `image mode draws in the right bands: ${px}`);
+    await p.page.screenshot({ path: path.join(artifacts, 'webview-100k.png') });
+    await clean(p);
+    await p.page.close();
+  });
+});

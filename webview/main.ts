@@ -1,0 +1,1069 @@
+// The fault timeline panel. chart.js draws axes and grid and nothing else; the faults are binned
+// from the store's typed arrays into a grid the size of the chart area on every redraw and drawn
+// by the `faults` plugin, as shapes when few are visible and as one image when many are
+// (/work/shared/CHART-FACTS.md has the measurements behind this).
+// chart.js ships ESM typings only while the repo's tsconfig reads webview/ as CommonJS (module
+// Node16): TS1479 is expected; esbuild bundles the ESM build and the types still resolve.
+import {
+  BarController, BarElement, CategoryScale, Chart, LinearScale, PointElement, ScatterController, Title,
+  type Plugin, type Scale, type Tick,
+  // @ts-expect-error TS1479, see above
+} from 'chart.js';
+import { exportCsv, exportTrace, importCsv, importTrace } from './exchange';
+import { toPanelProblem, type FromPanel, type ToPanel } from './messages';
+import {
+  FaultStore, FLAG_HELD, FLAG_WRITE, HIST_BUCKETS, KINDS, numToHex, PAGE_SIZE, PAGE_STATES,
+} from './store';
+import { css, latencyIndex, readPalette, type Palette } from './theme';
+
+Chart.register(ScatterController, PointElement, LinearScale, BarController, BarElement, CategoryScale, Title);
+
+interface VsCodeApi { postMessage(m: unknown): void; getState(): unknown; setState(s: unknown): void }
+declare function acquireVsCodeApi(): VsCodeApi;
+
+/** Above this many faults in view, draw one image of binned cells instead of shapes. */
+const SHAPES_MAX = 20000;
+/** Binned cells are CELL×CELL device pixels so single faults stay visible. */
+const CELL = 2;
+const LIVE_MIN_INTERVAL_MS = 200;
+/** Sessions up to this size are kept in the webview state (as CSV) across hide/show. */
+const SNAPSHOT_MAX = 5000;
+
+const vscode = acquireVsCodeApi();
+const store = new FaultStore();
+let pal: Palette = readPalette();
+
+type Mode = 'fit' | 'tail' | 'fixed';
+const view = { x0: 0, x1: 1e9, y0: 0, y1: 1, mode: 'fit' as Mode };
+let selected = -1; // index into the store
+let seenTMax = 0;
+let seenBands = 0;
+
+const drawn = { missing: 0, wp: 0, minor: 0, resolutions: 0, nc: 0, held: 0, visible: 0, mode: 'shapes' };
+const timings = { ingestMs: 0, binMs: 0, renderMs: 0, renders: 0 };
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+// ---------------------------------------------------------------- messages
+
+function post(m: FromPanel): void {
+  vscode.postMessage(m);
+}
+
+function warn(msg: string): void {
+  console.warn(`uffd-debug timeline: ${msg}`);
+}
+
+function ingest(batch: readonly unknown[]): void {
+  const t0 = performance.now();
+  const wasEmpty = store.n === 0;
+  const r = store.ingest(batch);
+  if (r.dropped) warn(`dropped ${r.dropped} invalid event(s), first: ${r.firstProblem}`);
+  timings.ingestMs = performance.now() - t0;
+  if (restored?.sel !== undefined && selected < 0) {
+    const i = store.indexOfSeq(restored.sel);
+    if (i >= 0) { selected = i; showDetails(); }
+  }
+  followData();
+  requestRender(wasEmpty);
+}
+
+function importText(format: 'trace' | 'csv', text: string): void {
+  try {
+    const r = format === 'trace' ? importTrace(text) : importCsv(text);
+    if (r.dropped) warn(`import dropped ${r.dropped} invalid event(s)`);
+    resetAll();
+    ingest(r.events);
+    status(`Imported ${store.n.toLocaleString()} faults (${format}).`);
+  } catch (e) {
+    warn(`import failed: ${(e as Error).message}`);
+    status(`Import failed: ${(e as Error).message}`);
+  }
+}
+
+function resetAll(): void {
+  store.clear();
+  selected = -1;
+  // The extension answers `ready` with reset + the session's events: keep the restored view.
+  if (!restored) view.mode = 'fit';
+  seenTMax = 0;
+  seenBands = 0;
+  showDetails();
+  requestRender(true);
+}
+
+window.addEventListener('message', (ev: MessageEvent) => {
+  const m = ev.data as unknown;
+  const p = toPanelProblem(m);
+  if (p !== null) {
+    warn(`dropped message: ${p}`);
+    return;
+  }
+  const msg = m as ToPanel;
+  switch (msg.type) {
+    case 'events': ingest(msg.batch); break;
+    case 'reset': resetAll(); break;
+    case 'import': importText(msg.format, msg.text); break;
+    case 'theme': applyTheme(); break;
+  }
+});
+
+// ---------------------------------------------------------------- view
+
+function fit(): void {
+  const span = store.tMax - store.tMin;
+  const pad = Math.max(span * 0.02, 1000);
+  view.x0 = store.tMin - pad;
+  view.x1 = store.tMax + pad;
+  view.y0 = 0;
+  view.y1 = Math.max(1, store.bands.length);
+  view.mode = 'fit';
+}
+
+/** New data: a fitted view refits, a view showing the newest faults slides along with them. */
+function followData(): void {
+  const tMax = store.tMax;
+  if (view.mode === 'fit') fit();
+  else if (view.mode === 'tail' && tMax > seenTMax) {
+    view.x0 += tMax - seenTMax;
+    view.x1 += tMax - seenTMax;
+  }
+  if (view.mode !== 'fit' && seenBands && view.y1 >= seenBands - 1e-9 && store.bands.length > seenBands) {
+    view.y1 = store.bands.length;
+  }
+  seenTMax = tMax;
+  seenBands = store.bands.length;
+}
+
+function userMoved(): void {
+  restored = null;
+  view.mode = view.x1 >= store.tMax ? 'tail' : 'fixed';
+  saveState();
+}
+
+function zoom(axis: 'x' | 'y', factor: number, at: number): void {
+  if (axis === 'x') {
+    const span = Math.max(1000, (view.x1 - view.x0) * factor);
+    const f = (at - view.x0) / (view.x1 - view.x0);
+    view.x0 = at - f * span;
+    view.x1 = view.x0 + span;
+  } else {
+    const span = Math.min(Math.max(1e-6, (view.y1 - view.y0) * factor), Math.max(1, store.bands.length) + 1);
+    const f = (at - view.y0) / (view.y1 - view.y0);
+    view.y0 = at - f * span;
+    view.y1 = view.y0 + span;
+  }
+  userMoved();
+  requestRender(true);
+}
+
+// ---------------------------------------------------------------- rendering
+
+let chart: Chart<'scatter'>;
+let renderQueued = false;
+let lastRender = 0;
+let drawnVersion = -1;
+let sideVersion = -1;
+let lastSide = 0;
+const frameWaiters: (() => void)[] = [];
+
+function requestRender(urgent: boolean): void {
+  if (renderQueued) return;
+  const wait = urgent ? 0 : Math.max(0, lastRender + LIVE_MIN_INTERVAL_MS - performance.now());
+  renderQueued = true;
+  const go = () => requestAnimationFrame(render);
+  if (wait > 0) setTimeout(go, wait);
+  else go();
+}
+
+function render(): void {
+  renderQueued = false;
+  const t0 = performance.now();
+  chart.options.scales!.x!.min = view.x0;
+  chart.options.scales!.x!.max = view.x1;
+  chart.options.scales!.y!.min = view.y0;
+  chart.options.scales!.y!.max = view.y1;
+  const unit = timeUnit(view.x1 - view.x0);
+  (chart.options.scales!.x as { title: { text: string } }).title.text = `time since first fault (${unit.name})`;
+  chart.update('none');
+  drawOverview();
+  const now = performance.now();
+  if (sideVersion !== store.version && (now - lastSide > 250 || store.n < 50000)) {
+    sideVersion = store.version;
+    lastSide = now;
+    updateSide();
+  } else if (sideVersion !== store.version) {
+    requestRender(false);
+  }
+  drawnVersion = store.version;
+  timings.renderMs = performance.now() - t0;
+  timings.renders++;
+  lastRender = performance.now();
+  if (frameWaiters.length) {
+    const ws = frameWaiters.splice(0);
+    requestAnimationFrame(() => ws.forEach((w) => w()));
+  }
+}
+
+function timeUnit(spanNs: number): { name: string; div: number } {
+  if (spanNs < 2e6) return { name: 'µs', div: 1e3 };
+  if (spanNs < 2e9) return { name: 'ms', div: 1e6 };
+  return { name: 's', div: 1e9 };
+}
+
+function fmtNs(ns: number): string {
+  if (!Number.isFinite(ns)) return '–';
+  if (ns < 1e3) return `${ns.toFixed(0)} ns`;
+  if (ns < 1e6) return `${(ns / 1e3).toFixed(ns < 1e4 ? 2 : 1)} µs`;
+  if (ns < 1e9) return `${(ns / 1e6).toFixed(ns < 1e7 ? 2 : 1)} ms`;
+  return `${(ns / 1e9).toFixed(3)} s`;
+}
+
+function fmtBytes(b: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let k = 0;
+  while (b >= 1024 && k < u.length - 1) { b /= 1024; k++; }
+  return `${b % 1 ? b.toFixed(1) : b} ${u[k]}`;
+}
+
+function shortName(r: number): string {
+  const g = store.regions[r];
+  if (g.name) return g.name.length > 22 ? '…' + g.name.slice(-21) : g.name;
+  return g.via;
+}
+
+/** x ticks at round steps of time since the first fault (chart.js would round absolute ns). */
+function xTicks(scale: Scale): void {
+  const span = scale.max - scale.min;
+  const want = Math.max(2, Math.floor((scale.width || 800) / 110));
+  const raw = span / want;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const t0 = store.tMin;
+  const ticks: Tick[] = [];
+  for (let k = Math.ceil((scale.min - t0) / step); t0 + k * step <= scale.max && ticks.length < 100; k++) {
+    ticks.push({ value: t0 + k * step });
+  }
+  scale.ticks = ticks;
+}
+
+/** y ticks: band boundaries (grid lines), band centres (labels), page offsets when zoomed in. */
+function yTicks(scale: Scale): void {
+  const lo = Math.max(0, Math.floor(scale.min));
+  const hi = Math.min(store.bands.length, Math.ceil(scale.max));
+  const ticks: Tick[] = [];
+  for (let b = lo; b <= hi; b++) {
+    ticks.push({ value: b });
+    if (b < hi && b + 0.5 >= scale.min && b + 0.5 <= scale.max) ticks.push({ value: b + 0.5, major: true });
+  }
+  const span = scale.max - scale.min;
+  if (span < 0.6 && store.bands.length) {
+    const step = span / 5;
+    for (let k = 1; k < 5; k++) {
+      const v = scale.min + k * step;
+      if (Math.abs(v - Math.floor(v) - 0.5) > step / 2) ticks.push({ value: v, label: 'offset' } as Tick);
+    }
+  }
+  ticks.sort((a, b) => a.value - b.value);
+  scale.ticks = ticks;
+}
+
+function yLabel(value: number, tick: Tick | undefined): string | string[] {
+  const b = Math.floor(value);
+  if (b < 0 || b >= store.bands.length) return '';
+  const r = store.bands[b];
+  const g = store.regions[r];
+  if (tick && (tick as { label?: unknown }).label === 'offset') {
+    const page = Math.floor((value - b) * g.pages);
+    return `+0x${(page * PAGE_SIZE).toString(16)}`;
+  }
+  if (Math.abs(value - b - 0.5) > 1e-9) return '';
+  return [shortName(r), `${g.startHex.replace(/^0x0*/, '0x')} ${fmtBytes(g.end - g.start)}`];
+}
+
+// Bin buffers: allocated once for the largest chart area seen (the area's width changes with
+// the tick labels' width; reallocating each time would churn the heap).
+let cellVal = new Float32Array(0);
+let pixels = new Uint32Array(0);
+let offscreen: HTMLCanvasElement | null = null;
+let imageData: ImageData | null = null;
+
+const PENDING_VAL = 3e30;
+const RES_VAL = 2e30;
+
+function ensureBuffers(w: number, h: number): void {
+  if (cellVal.length < w * h) cellVal = new Float32Array(w * h);
+  if (!offscreen || offscreen.width < w || offscreen.height < h) {
+    offscreen = document.createElement('canvas');
+    offscreen.width = Math.max(w, offscreen?.width ?? 0);
+    offscreen.height = Math.max(h, offscreen?.height ?? 0);
+    imageData = null;
+  }
+  if (!imageData || imageData.width !== w || imageData.height !== h) {
+    imageData = new ImageData(w, h);
+    pixels = new Uint32Array(imageData.data.buffer);
+  }
+}
+
+const faultsPlugin: Plugin<'scatter'> = {
+  id: 'faults',
+  beforeDatasetsDraw(c) {
+    // Alternate band shading so neighbouring regions read as separate lanes.
+    const { ctx, chartArea: a } = c;
+    const ys = c.scales.y;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(a.left, a.top, a.right - a.left, a.bottom - a.top);
+    ctx.clip();
+    ctx.fillStyle = css(pal.fg, 0.04);
+    for (let b = Math.max(0, Math.floor(view.y0)); b < Math.min(store.bands.length, Math.ceil(view.y1)); b++) {
+      if (b % 2) continue;
+      const y0 = ys.getPixelForValue(b);
+      const y1 = ys.getPixelForValue(b + 1);
+      ctx.fillRect(a.left, Math.min(y0, y1), a.right - a.left, Math.abs(y1 - y0));
+    }
+    ctx.restore();
+  },
+  afterDatasetsDraw(c) {
+    const t0 = performance.now();
+    drawFaults(c);
+    timings.binMs = performance.now() - t0;
+  },
+};
+
+function drawFaults(c: Chart<'scatter'>): void {
+  const { ctx, chartArea: a } = c;
+  const dpr = c.currentDevicePixelRatio || 1;
+  const xs = c.scales.x;
+  const ys = c.scales.y;
+  const { x0, x1, y0, y1 } = { x0: xs.min, x1: xs.max, y0: ys.min, y1: ys.max };
+  const i0 = store.lowerBound(x0);
+  const i1 = store.upperBound(x1);
+  drawn.missing = drawn.wp = drawn.minor = drawn.resolutions = drawn.nc = drawn.held = 0;
+  drawn.visible = i1 - i0;
+  const T = store.t, Y = store.ycol, K = store.kind, F = store.flags, L = store.lat;
+  const RT = store.resT;
+  const counts = [0, 0, 0];
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(a.left, a.top, a.right - a.left, a.bottom - a.top);
+  ctx.clip();
+  if (i1 - i0 <= SHAPES_MAX) {
+    drawn.mode = 'shapes';
+    const W = a.right - a.left;
+    const H = a.bottom - a.top;
+    const sx = W / (x1 - x0);
+    const sy = H / (y1 - y0);
+    // One path per (kind, colour step), filled once: a few dozen fills however many faults.
+    const STEPS = 16;
+    const paths: Path2D[] = [];
+    for (let k = 0; k < 3 * (STEPS + 1); k++) paths.push(new Path2D());
+    const heldRing = new Path2D();
+    const resLines = new Path2D();
+    const rad = 3.5;
+    for (let i = i0; i < i1; i++) {
+      const yv = Y[i];
+      if (!(yv >= y0 && yv <= y1)) continue; // NaN: hidden band
+      const x = a.left + (T[i] - x0) * sx;
+      const y = a.top + (yv - y0) * sy;
+      const k = K[i];
+      counts[k]++;
+      const l = L[i];
+      const step = Number.isNaN(l) ? STEPS : Math.min(STEPS - 1, Math.floor(latencyIndex(l) / 256 * STEPS));
+      const p = paths[k * (STEPS + 1) + step];
+      if (k === 0) { p.moveTo(x + rad, y); p.arc(x, y, rad, 0, Math.PI * 2); }
+      else if (k === 1) p.rect(x - rad + 0.5, y - rad + 0.5, 2 * rad - 1, 2 * rad - 1);
+      else { p.moveTo(x, y - rad - 0.5); p.lineTo(x + rad + 0.5, y + rad - 0.5); p.lineTo(x - rad - 0.5, y + rad - 0.5); p.closePath(); }
+      if (F[i] & FLAG_HELD) {
+        if (Number.isNaN(l)) {
+          drawn.held++;
+          heldRing.moveTo(x + rad + 2.5, y);
+          heldRing.arc(x, y, rad + 2.5, 0, Math.PI * 2);
+        } else if (!Number.isNaN(RT[i])) {
+          const xr = a.left + (RT[i] - x0) * sx;
+          drawn.resolutions++;
+          resLines.moveTo(x + rad, y);
+          resLines.lineTo(xr, y);
+          resLines.moveTo(xr, y - rad - 1.5);
+          resLines.lineTo(xr, y + rad + 1.5);
+        }
+      }
+    }
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = css(pal.resolved, 0.8);
+    ctx.stroke(resLines);
+    for (let k = 0; k < 3; k++) {
+      for (let s = 0; s <= STEPS; s++) {
+        ctx.fillStyle = s === STEPS ? css(pal.pending) : pal.ramp[Math.round((s + 0.5) / STEPS * 255)];
+        ctx.fill(paths[k * (STEPS + 1) + s]);
+      }
+    }
+    ctx.strokeStyle = css(pal.pending);
+    ctx.stroke(heldRing);
+  } else {
+    drawn.mode = 'image';
+    const W = Math.max(1, Math.floor((a.right - a.left) * dpr / CELL));
+    const H = Math.max(1, Math.floor((a.bottom - a.top) * dpr / CELL));
+    ensureBuffers(W, H);
+    const cv = cellVal;
+    cv.fill(0, 0, W * H);
+    const sx = W / (x1 - x0);
+    const sy = H / (y1 - y0);
+    for (let i = i0; i < i1; i++) {
+      const py = Math.floor((Y[i] - y0) * sy);
+      if (!(py >= 0 && py < H)) continue; // NaN: hidden band
+      let px = Math.floor((T[i] - x0) * sx);
+      if (px >= W) px = W - 1;
+      counts[K[i]]++;
+      const cell = py * W + px;
+      const l = L[i];
+      let v: number;
+      if (Number.isNaN(l)) {
+        v = (F[i] & FLAG_HELD) ? PENDING_VAL : 1;
+        if (v === PENDING_VAL) drawn.held++;
+      } else v = l + 1;
+      if (v > cv[cell]) cv[cell] = v;
+      if ((F[i] & FLAG_HELD) && !Number.isNaN(RT[i]) && RT[i] <= x1) {
+        drawn.resolutions++;
+        const rc = py * W + Math.min(W - 1, Math.floor((RT[i] - x0) * sx));
+        if (cv[rc] < RES_VAL) cv[rc] = RES_VAL;
+      }
+    }
+    const px = pixels;
+    const ramp = pal.rampPx;
+    for (let k = 0; k < W * H; k++) {
+      const v = cv[k];
+      px[k] = v === 0 ? 0 : v === PENDING_VAL ? pal.pendingPx : v === RES_VAL ? pal.resolvedPx
+        : ramp[latencyIndex(v - 1)];
+    }
+    const octx = offscreen!.getContext('2d')!;
+    octx.putImageData(imageData!, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(offscreen!, 0, 0, W, H, a.left, a.top, (W * CELL) / dpr, (H * CELL) / dpr);
+  }
+  drawn.missing = counts[0];
+  drawn.wp = counts[1];
+  drawn.minor = counts[2];
+  // Non-cooperative events cut across every lane.
+  ctx.font = `11px ${pal.font}`;
+  ctx.textBaseline = 'top';
+  ctx.setLineDash([4, 3]);
+  ctx.strokeStyle = css(pal.nc);
+  ctx.fillStyle = css(pal.nc);
+  ctx.lineWidth = 1.5;
+  for (const m of store.nc) {
+    if (m.t < x0 || m.t > x1) continue;
+    drawn.nc++;
+    const x = xs.getPixelForValue(m.t);
+    ctx.beginPath();
+    ctx.moveTo(x, a.top);
+    ctx.lineTo(x, a.bottom);
+    ctx.stroke();
+    ctx.fillText(m.what, x + 3, a.top + 2);
+  }
+  ctx.setLineDash([]);
+  // Selection: ring plus a faint crosshair.
+  if (selected >= 0 && selected < store.n) {
+    const i = selected;
+    const x = xs.getPixelForValue(store.t[i]);
+    const y = ys.getPixelForValue(store.y(i));
+    ctx.strokeStyle = css(pal.focus);
+    ctx.lineWidth = 1;
+    ctx.globalAlpha = 0.5;
+    ctx.beginPath();
+    ctx.moveTo(x, a.top); ctx.lineTo(x, a.bottom);
+    ctx.moveTo(a.left, y); ctx.lineTo(a.right, y);
+    ctx.stroke();
+    ctx.globalAlpha = 1;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.arc(x, y, 8, 0, Math.PI * 2);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
+// ---------------------------------------------------------------- overview strip
+
+let ovCounts = new Float64Array(0);
+let ovVersion = -1;
+let ovKey = '';
+
+function drawOverview(): void {
+  const cv = $<HTMLCanvasElement>('overview');
+  const box = cv.parentElement!;
+  const dpr = window.devicePixelRatio || 1;
+  const wCss = box.clientWidth;
+  const hCss = box.clientHeight;
+  if (cv.width !== Math.round(wCss * dpr) || cv.height !== Math.round(hCss * dpr)) {
+    cv.width = Math.round(wCss * dpr);
+    cv.height = Math.round(hCss * dpr);
+    cv.style.width = `${wCss}px`;
+    cv.style.height = `${hCss}px`;
+  }
+  const ctx = cv.getContext('2d')!;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, wCss, hCss);
+  const a = chart.chartArea;
+  const left = a.left;
+  const w = Math.max(1, Math.floor(a.right - a.left));
+  const t0 = store.tMin;
+  const t1 = Math.max(store.tMax, t0 + 1);
+  const key = `${w}`;
+  if (ovVersion !== store.version || key !== ovKey) {
+    ovVersion = store.version;
+    ovKey = key;
+    ovCounts = new Float64Array(w);
+    const s = w / (t1 - t0);
+    for (let i = 0; i < store.n; i++) ovCounts[Math.min(w - 1, Math.floor((store.t[i] - t0) * s))]++;
+  }
+  let max = 1;
+  for (let k = 0; k < w; k++) if (ovCounts[k] > max) max = ovCounts[k];
+  ctx.fillStyle = css(pal.fg, 0.06);
+  ctx.fillRect(left, 0, w, hCss);
+  ctx.fillStyle = css(pal.muted, 0.9);
+  const lm = Math.log1p(max);
+  for (let k = 0; k < w; k++) {
+    if (!ovCounts[k]) continue;
+    const h = Math.max(1, (Math.log1p(ovCounts[k]) / lm) * (hCss - 4));
+    ctx.fillRect(left + k, hCss - h, 1, h);
+  }
+  ctx.fillStyle = css(pal.nc);
+  for (const m of store.nc) ctx.fillRect(left + ((m.t - t0) / (t1 - t0)) * w, 0, 1, hCss);
+  if (store.n) {
+    const vx0 = left + ((view.x0 - t0) / (t1 - t0)) * w;
+    const vx1 = left + ((view.x1 - t0) / (t1 - t0)) * w;
+    const xa = Math.max(left, Math.min(left + w, vx0));
+    const xb = Math.max(xa + 2, Math.min(left + w, vx1));
+    ctx.fillStyle = css(pal.focus, 0.18);
+    ctx.fillRect(xa, 0, xb - xa, hCss);
+    ctx.strokeStyle = css(pal.focus);
+    ctx.lineWidth = 1.5;
+    ctx.strokeRect(xa + 0.75, 0.75, xb - xa - 1.5, hCss - 1.5);
+  }
+  ctx.fillStyle = css(pal.fg, 0.8);
+  ctx.font = `10px ${pal.font}`;
+  ctx.textBaseline = 'middle';
+  ctx.textAlign = 'right';
+  ctx.fillText('whole session', left - 6, hCss / 2);
+  ctx.textAlign = 'left';
+}
+
+function overviewToTime(clientX: number): number {
+  const cv = $<HTMLCanvasElement>('overview');
+  const a = chart.chartArea;
+  const x = clientX - cv.getBoundingClientRect().left;
+  const t0 = store.tMin;
+  const t1 = Math.max(store.tMax, t0 + 1);
+  return t0 + ((x - a.left) / (a.right - a.left)) * (t1 - t0);
+}
+
+// ---------------------------------------------------------------- side panels
+
+let hist: Chart<'bar'>;
+let threads: Chart<'bar'>;
+
+function histLabel(b: number): string {
+  if (b === 0) return '<1µs';
+  const us = 2 ** (b - 1);
+  const two = (x: number) => (x >= 100 ? String(Math.round(x)) : x.toPrecision(2));
+  if (us >= 1e6) return `${two(us / 1e6)}s`;
+  return us >= 1000 ? `${two(us / 1000)}ms` : `${us}µs`;
+}
+
+function makeSideCharts(): void {
+  const common = {
+    animation: false as const, responsive: true, maintainAspectRatio: false, events: [] as never[],
+    plugins: { legend: { display: false }, tooltip: { enabled: false } },
+  };
+  hist = new Chart($<HTMLCanvasElement>('hist'), {
+    type: 'bar',
+    data: { labels: Array.from({ length: HIST_BUCKETS }, (_, b) => histLabel(b)),
+      datasets: [{ data: Array.from(store.hist), borderWidth: 0,
+        backgroundColor: (c) => pal.ramp[latencyIndex(c.dataIndex === 0 ? 500 : 2 ** (c.dataIndex - 1) * 1400)] }] },
+    options: { ...common, scales: {
+      x: { title: { display: true, text: 'latency (log2 buckets)' }, ticks: { maxRotation: 0, autoSkipPadding: 6 },
+        grid: { display: false } },
+      y: { type: 'linear', title: { display: true, text: 'faults' }, beginAtZero: true, ticks: { precision: 0 } },
+    } },
+  });
+  threads = new Chart($<HTMLCanvasElement>('threads'), {
+    type: 'bar',
+    data: { labels: [], datasets: [{ data: [], borderWidth: 0, backgroundColor: () => css(pal.muted) }] },
+    options: { ...common, indexAxis: 'y', scales: {
+      x: { type: 'linear', title: { display: true, text: 'blocked (ms, sum of latencies)' }, beginAtZero: true },
+      y: { grid: { display: false } },
+    } },
+  });
+}
+
+function styleCharts(): void {
+  Chart.defaults.color = css(pal.fg, 0.9);
+  Chart.defaults.borderColor = pal.grid;
+  Chart.defaults.font.family = pal.font;
+  Chart.defaults.font.size = 11;
+  for (const c of [chart, hist, threads] as Chart[]) {
+    if (!c) continue;
+    for (const s of Object.values(c.options.scales ?? {})) {
+      if (!s) continue;
+      const sc = s as { ticks?: { color?: unknown }; title?: { color?: unknown }; grid?: { color?: unknown } };
+      if (sc.ticks) sc.ticks.color = css(pal.fg, 0.9);
+      if (sc.title) sc.title.color = css(pal.fg);
+    }
+  }
+}
+
+function updateSide(): void {
+  hist.data.datasets[0].data = Array.from(store.hist);
+  hist.update('none');
+  const top = [...store.blocked.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12);
+  threads.data.labels = top.map(([tid]) => `tid ${tid}`);
+  threads.data.datasets[0].data = top.map(([, ns]) => ns / 1e6);
+  threads.update('none');
+  drawPageMap();
+  updateRates();
+  saveState();
+}
+
+function updateRates(): void {
+  const tMax = store.n ? store.t[store.n - 1] : 0;
+  const from = store.lowerBound(tMax - 1e9);
+  const c = [0, 0, 0];
+  for (let i = from; i < store.n; i++) c[store.kind[i]]++;
+  const span = store.n ? Math.min(1e9, Math.max(tMax - store.t[from], 1)) / 1e9 : 1;
+  const rate = (k: number) => Math.round(c[k] / Math.max(span, 1e-3)).toLocaleString();
+  $('rates').textContent = `faults/s: missing ${rate(0)} · wp ${rate(1)} · minor ${rate(2)}  |  ` +
+    `pending ${store.pending.size}  |  ${store.n.toLocaleString()} faults`;
+}
+
+// ---------------------------------------------------------------- page map
+
+interface PmLayout { r: number; top: number; cell: number; cols: number; per: number; rows: number }
+let pmLayout: PmLayout[] = [];
+
+function drawPageMap(): void {
+  const cv = $<HTMLCanvasElement>('pagemap');
+  const box = cv.parentElement!;
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(100, box.clientWidth - 2);
+  const LABEL = 16;
+  pmLayout = [];
+  let y = 0;
+  for (const r of store.bands) {
+    const g = store.regions[r];
+    const n = g.state.length;
+    let cell = 8;
+    while (cell > 2 && Math.ceil(n / Math.floor(w / cell)) > 10) cell -= 2;
+    const cols = Math.floor(w / cell);
+    const per = Math.max(1, Math.ceil(n / (cols * 24)));
+    const rows = Math.max(1, Math.ceil(n / per / cols));
+    pmLayout.push({ r, top: y + LABEL, cell, cols, per, rows });
+    y += LABEL + rows * cell + 6;
+  }
+  const h = Math.max(20, y);
+  cv.width = Math.round(w * dpr);
+  cv.height = Math.round(h * dpr);
+  cv.style.width = `${w}px`;
+  cv.style.height = `${h}px`;
+  const ctx = cv.getContext('2d')!;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = `11px ${pal.font}`;
+  ctx.textBaseline = 'top';
+  const fills = pal.states.map((c) => css(c));
+  // A cell covering several pages shows the most eventful state among them.
+  const prio = [0, 8, 2, 3, 4, 5, 6, 7, 1];
+  for (const L of pmLayout) {
+    const g = store.regions[L.r];
+    ctx.fillStyle = css(pal.fg, 0.9);
+    const pagesTxt = g.pages > g.state.length ? `${g.pages} pages, first ${g.state.length} shown` : `${g.pages} pages`;
+    ctx.fillText(`${g.name || g.via}  ${g.startHex}–${g.endHex}  (${pagesTxt}${L.per > 1 ? `, ${L.per}/cell` : ''})`,
+      0, L.top - LABEL + 2);
+    const st = g.state;
+    const gap = L.cell >= 6 ? 1 : 0;
+    for (let c = 0; c * L.per < st.length; c++) {
+      let s = st[c * L.per];
+      for (let p = c * L.per + 1; p < Math.min(st.length, (c + 1) * L.per); p++) if (prio[st[p]] > prio[s]) s = st[p];
+      ctx.fillStyle = fills[s];
+      ctx.fillRect((c % L.cols) * L.cell, L.top + Math.floor(c / L.cols) * L.cell, L.cell - gap, L.cell - gap);
+    }
+  }
+}
+
+function buildPageMapLegend(): void {
+  const el = $('pagemap-legend');
+  el.textContent = '';
+  PAGE_STATES.forEach((s, k) => {
+    const item = document.createElement('span');
+    item.className = 'lg';
+    const sw = document.createElement('span');
+    sw.className = 'swatch';
+    sw.style.backgroundColor = css(pal.states[k]);
+    item.append(sw, document.createTextNode(` ${s}`));
+    el.append(item);
+  });
+}
+
+// ---------------------------------------------------------------- selection, details
+
+function regionText(i: number): string {
+  const g = store.regions[store.region[i]];
+  return `${g.name || '(anonymous)'} ${g.startHex}–${g.endHex} via ${g.via}`;
+}
+
+function showDetails(): void {
+  const dl = $('details');
+  dl.textContent = '';
+  const row = (k: string, v: string) => {
+    const dt = document.createElement('dt');
+    dt.textContent = k;
+    const dd = document.createElement('dd');
+    dd.textContent = v;
+    dl.append(dt, dd);
+  };
+  if (selected < 0 || selected >= store.n) {
+    row('none selected', 'click a fault, or use ← →');
+    return;
+  }
+  const i = selected;
+  const held = (store.flags[i] & FLAG_HELD) !== 0;
+  const pending = held && Number.isNaN(store.lat[i]);
+  row('seq', String(store.seq[i]));
+  row('time', `${fmtNs(store.t[i] - store.tMin)} after first fault (t=${store.t[i]} ns)`);
+  row('address', numToHex(store.addr[i]));
+  row('page', numToHex(store.page[i]));
+  row('region (VMA)', regionText(i));
+  row('thread', `tid ${store.tid[i]}`);
+  row('kind', store.kindName(i));
+  row('access', store.flags[i] & FLAG_WRITE ? 'write' : 'read');
+  row('held', pending ? 'yes — pending' : held ? 'yes — resolved' : 'no');
+  row('resolution', store.ioctlNames[store.ioctl[i]] || (pending ? 'pending' : '–'));
+  row('latency', fmtNs(store.lat[i]));
+}
+
+function select(i: number, reveal: boolean): void {
+  if (i < 0 || i >= store.n) return;
+  restored = null;
+  selected = i;
+  showDetails();
+  if (reveal) {
+    // Keep the selection in view: pan, do not zoom.
+    const t = store.t[i];
+    const span = view.x1 - view.x0;
+    if (t < view.x0 || t > view.x1) { view.x0 = t - span / 2; view.x1 = t + span / 2; view.mode = 'fixed'; }
+    const y = store.y(i);
+    const ys = view.y1 - view.y0;
+    if (y < view.y0 || y > view.y1) { view.y0 = y - ys / 2; view.y1 = y + ys / 2; view.mode = 'fixed'; }
+  }
+  if ((store.flags[i] & FLAG_HELD) && Number.isNaN(store.lat[i])) {
+    post({ type: 'selectThread', tid: store.tid[i], seq: store.seq[i] });
+  }
+  saveState();
+  requestRender(true);
+}
+
+/** Nearest fault within 8 px of a point in the chart (CSS px relative to the canvas). */
+function hitTest(px: number, py: number): number {
+  const xs = chart.scales.x;
+  const ys = chart.scales.y;
+  const R = 8;
+  const ta = xs.getValueForPixel(px - R)!;
+  const tb = xs.getValueForPixel(px + R)!;
+  const i0 = store.lowerBound(Math.min(ta, tb));
+  const i1 = Math.min(store.upperBound(Math.max(ta, tb)), i0 + 500000);
+  let best = -1;
+  let bd = R * R;
+  for (let i = i0; i < i1; i++) {
+    if (Number.isNaN(store.ycol[i])) continue;
+    const dx = xs.getPixelForValue(store.t[i]) - px;
+    const dy = ys.getPixelForValue(store.y(i)) - py;
+    const d = dx * dx + dy * dy;
+    if (d <= bd) { bd = d; best = i; }
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------- state
+
+let saveTimer: ReturnType<typeof setTimeout> | undefined;
+
+interface SavedState {
+  v: 1;
+  view: typeof view;
+  sel: number | null;
+  snapshot?: string;
+}
+
+function saveState(): void {
+  if (saveTimer) return;
+  saveTimer = setTimeout(() => {
+    saveTimer = undefined;
+    const s: SavedState = { v: 1, view: { ...view }, sel: selected >= 0 ? store.seq[selected] : null };
+    if (store.n > 0 && store.n <= SNAPSHOT_MAX) s.snapshot = exportCsv(store);
+    vscode.setState(s);
+  }, 300);
+}
+
+/** What the state held at start, until the user moves the view or selects: a reset followed by
+ * the extension re-sending the events keeps this view and selection. */
+let restored: { sel?: number } | null = null;
+
+function restoreState(): void {
+  const s = vscode.getState() as Partial<SavedState> | null | undefined;
+  if (!s || s.v !== 1) return;
+  restored = { sel: typeof s.sel === 'number' ? s.sel : undefined };
+  if (typeof s.snapshot === 'string') {
+    try { store.append(importCsv(s.snapshot).events); } catch (e) { warn(`state snapshot unreadable: ${(e as Error).message}`); }
+  }
+  if (s.view && [s.view.x0, s.view.x1, s.view.y0, s.view.y1].every(Number.isFinite) && s.view.x1 > s.view.x0 &&
+      s.view.y1 > s.view.y0) {
+    Object.assign(view, s.view);
+  } else if (store.n) fit();
+  seenTMax = store.tMax;
+  seenBands = store.bands.length;
+  if (typeof s.sel === 'number') {
+    const i = store.indexOfSeq(s.sel);
+    if (i >= 0) { selected = i; showDetails(); }
+  }
+}
+
+// ---------------------------------------------------------------- theme, status
+
+function applyTheme(): void {
+  pal = readPalette();
+  styleCharts();
+  buildPageMapLegend();
+  chart.update('none');
+  hist.update('none');
+  threads.update('none');
+  drawPageMap();
+  requestRender(true);
+}
+
+function status(text: string): void {
+  $('status').textContent = text;
+}
+
+// ---------------------------------------------------------------- setup
+
+function setupChart(): void {
+  const canvas = $<HTMLCanvasElement>('chart');
+  chart = new Chart(canvas, {
+    type: 'scatter',
+    data: { datasets: [] },
+    options: {
+      animation: false, responsive: true, maintainAspectRatio: false, events: [],
+      layout: { padding: { top: 4, right: 12 } },
+      plugins: { legend: { display: false }, tooltip: { enabled: false } },
+      scales: {
+        x: {
+          type: 'linear', min: view.x0, max: view.x1,
+          title: { display: true, text: 'time since first fault' },
+          afterBuildTicks: xTicks,
+          ticks: {
+            maxRotation: 0, autoSkip: false,
+            callback: (v) => {
+              const u = timeUnit(view.x1 - view.x0);
+              const x = (Number(v) - store.tMin) / u.div;
+              return Number(x.toPrecision(9)).toLocaleString(undefined, { maximumFractionDigits: 6 });
+            },
+          },
+          grid: { color: () => pal.grid },
+        },
+        y: {
+          type: 'linear', reverse: true, min: view.y0, max: view.y1,
+          title: { display: true, text: 'region · page within region' },
+          afterBuildTicks: yTicks,
+          ticks: { autoSkip: false, callback: function (v, k) {
+            return yLabel(Number(v), (this as unknown as Scale).ticks[k]);
+          } },
+          grid: { color: (c) => (Number.isInteger(c.tick?.value) ? pal.grid : 'transparent') },
+        },
+      },
+    },
+    plugins: [faultsPlugin],
+  });
+}
+
+/** Pointer capture keeps a drag going outside the element; a pointer that is already gone throws. */
+function capture(el: HTMLElement, id: number, on: boolean): void {
+  try {
+    if (on) el.setPointerCapture(id); else el.releasePointerCapture(id);
+  } catch {
+    // nothing to capture
+  }
+}
+
+function setupInput(): void {
+  const box = $('chart-box');
+  const canvas = $<HTMLCanvasElement>('chart');
+  const rel = (e: MouseEvent) => {
+    const b = canvas.getBoundingClientRect();
+    return { x: e.clientX - b.left, y: e.clientY - b.top };
+  };
+  box.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const p = rel(e);
+    const a = chart.chartArea;
+    const f = Math.exp(Math.max(-300, Math.min(300, e.deltaY)) * 0.002);
+    if (e.shiftKey || p.x < a.left) zoom('y', f, chart.scales.y.getValueForPixel(p.y)!);
+    else zoom('x', f, chart.scales.x.getValueForPixel(p.x)!);
+  }, { passive: false });
+  let drag: { x: number; y: number; v: typeof view; moved: boolean } | null = null;
+  box.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0) return;
+    const p = rel(e);
+    drag = { ...p, v: { ...view }, moved: false };
+    capture(box, e.pointerId, true);
+    box.focus();
+  });
+  box.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    const p = rel(e);
+    const dx = p.x - drag.x;
+    const dy = p.y - drag.y;
+    if (!drag.moved && dx * dx + dy * dy < 9) return;
+    drag.moved = true;
+    const a = chart.chartArea;
+    const tx = ((drag.v.x1 - drag.v.x0) / (a.right - a.left)) * dx;
+    const ty = ((drag.v.y1 - drag.v.y0) / (a.bottom - a.top)) * dy;
+    view.x0 = drag.v.x0 - tx;
+    view.x1 = drag.v.x1 - tx;
+    view.y0 = drag.v.y0 - ty; // y is reversed on screen: dragging down shows lower bands
+    view.y1 = drag.v.y1 - ty;
+    userMoved();
+    requestRender(true);
+  });
+  box.addEventListener('pointerup', (e) => {
+    if (!drag) return;
+    const wasDrag = drag.moved;
+    drag = null;
+    capture(box, e.pointerId, false);
+    if (!wasDrag) {
+      const p = rel(e);
+      const i = hitTest(p.x, p.y);
+      if (i >= 0) select(i, false);
+    }
+  });
+  box.addEventListener('dblclick', () => { fit(); saveState(); requestRender(true); });
+  window.addEventListener('keydown', (e) => {
+    const tag = (e.target as HTMLElement | null)?.tagName;
+    if (tag === 'INPUT' || tag === 'TEXTAREA' || (tag === 'BUTTON' && (e.key === 'Enter' || e.key === ' '))) return;
+    switch (e.key) {
+      case 'ArrowRight':
+      case 'ArrowLeft': {
+        e.preventDefault();
+        if (!store.n) return;
+        const dir = e.key === 'ArrowRight' ? 1 : -1;
+        const base = selected >= 0 ? selected : dir > 0 ? store.lowerBound(view.x0) - 1 : store.upperBound(view.x1);
+        select(Math.max(0, Math.min(store.n - 1, base + dir)), true);
+        break;
+      }
+      case 'Enter':
+        if (selected >= 0) post({ type: 'reveal', seq: store.seq[selected], tid: store.tid[selected] });
+        break;
+      case '+': case '=': zoom('x', 0.8, (view.x0 + view.x1) / 2); break;
+      case '-': zoom('x', 1.25, (view.x0 + view.x1) / 2); break;
+      case 'f': fit(); requestRender(true); break;
+    }
+  });
+  const ov = $<HTMLCanvasElement>('overview');
+  let ovDrag = false;
+  const centre = (e: PointerEvent) => {
+    const t = overviewToTime(e.clientX);
+    const span = view.x1 - view.x0;
+    view.x0 = t - span / 2;
+    view.x1 = t + span / 2;
+    userMoved();
+    requestRender(true);
+  };
+  ov.addEventListener('pointerdown', (e) => { ovDrag = true; capture(ov, e.pointerId, true); centre(e); });
+  ov.addEventListener('pointermove', (e) => { if (ovDrag) centre(e); });
+  ov.addEventListener('pointerup', (e) => { ovDrag = false; capture(ov, e.pointerId, false); });
+
+  $('btn-step').addEventListener('click', () => post({ type: 'step' }));
+  $('btn-continue').addEventListener('click', () => post({ type: 'continue' }));
+  $('btn-fit').addEventListener('click', () => { fit(); saveState(); requestRender(true); });
+  $('btn-export-trace').addEventListener('click', () => post({ type: 'export', format: 'trace', text: exportTrace(store) }));
+  $('btn-export-csv').addEventListener('click', () => post({ type: 'export', format: 'csv', text: exportCsv(store) }));
+  const file = $<HTMLInputElement>('file-import');
+  const readFile = (f: File) => {
+    f.text().then((text) => importText(/\.csv$/i.test(f.name) || !text.trimStart().startsWith('{') &&
+      !text.trimStart().startsWith('[') ? 'csv' : 'trace', text), (e: Error) => status(`Cannot read ${f.name}: ${e.message}`));
+  };
+  file.addEventListener('change', () => { if (file.files?.[0]) readFile(file.files[0]); file.value = ''; });
+  document.body.addEventListener('dragover', (e) => { e.preventDefault(); });
+  document.body.addEventListener('drop', (e) => {
+    e.preventDefault();
+    const f = e.dataTransfer?.files?.[0];
+    if (f) readFile(f);
+  });
+  window.addEventListener('resize', () => requestRender(true));
+  // VS Code swaps the body's theme class when the colour theme changes.
+  new MutationObserver(() => applyTheme()).observe(document.body, { attributes: true, attributeFilter: ['class'] });
+}
+
+// ---------------------------------------------------------------- test hook (read-only)
+
+interface TimelineHook {
+  stats(): unknown;
+  pixelOf(seq: number): { x: number; y: number } | null;
+  frame(): Promise<void>;
+}
+
+function stats() {
+  const visibleBands = store.bands.filter((_, b) => b + 1 > view.y0 && b < view.y1).length;
+  return {
+    events: store.n,
+    drawn: { ...drawn },
+    lanes: store.bands.map((r, b) => {
+      const g = store.regions[r];
+      return { band: b, name: g.name, start: g.startHex, end: g.endHex, via: g.via, pages: g.pages, faults: g.faults,
+        implicit: g.implicit };
+    }),
+    visibleBands,
+    pageStates: store.pageStateCounts(),
+    histogram: Array.from(store.hist),
+    histogramLabels: Array.from({ length: HIST_BUCKETS }, (_, b) => histLabel(b)),
+    blocked: Object.fromEntries(store.blocked),
+    kinds: Object.fromEntries(KINDS.map((k, j) => [k, store.kindCounts[j]])),
+    pending: store.pending.size,
+    nc: store.nc.length,
+    view: { ...view },
+    chartArea: { ...chart.chartArea },
+    selected: selected >= 0 ? store.seq[selected] : null,
+    timings: { ...timings },
+    drawnVersion,
+    version: store.version,
+  };
+}
+
+const hook: TimelineHook = {
+  stats,
+  pixelOf(seq) {
+    const i = store.indexOfSeq(seq);
+    if (i < 0) return null;
+    const b = $<HTMLCanvasElement>('chart').getBoundingClientRect();
+    return { x: b.left + chart.scales.x.getPixelForValue(store.t[i]), y: b.top + chart.scales.y.getPixelForValue(store.y(i)) };
+  },
+  frame() {
+    return new Promise<void>((res) => {
+      if (renderQueued) frameWaiters.push(res);
+      else requestAnimationFrame(() => requestAnimationFrame(() => res()));
+    });
+  },
+};
+Object.defineProperty(window, '__timeline', { value: Object.freeze(hook) });
+
+// ---------------------------------------------------------------- start
+
+restoreState();
+Chart.defaults.color = css(pal.fg, 0.9);
+setupChart();
+makeSideCharts();
+styleCharts();
+buildPageMapLegend();
+setupInput();
+showDetails();
+requestRender(true);
+post({ type: 'ready' });
