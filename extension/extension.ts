@@ -6,6 +6,7 @@ import * as vscode from 'vscode';
 import { UffdDebugSession } from '../server/adapter/uffdDebugSession';
 import { formatRss, listProcesses } from '../server/core/processes';
 import { isTimelineEvent, TimelineEvent } from '../webview/messages';
+import { resolvePage } from './resolvePage';
 import { TimelinePanel } from './timelinePanel';
 
 const TYPE = 'uffd';
@@ -16,6 +17,7 @@ export function activate(context: vscode.ExtensionContext): void {
     log,
     vscode.commands.registerCommand('uffd-debug.showLog', () => log.show(true)),
     vscode.commands.registerCommand('uffd-debug.pickProcess', pickProcess),
+    vscode.commands.registerCommand('uffd-debug.resolvePage', resolvePage),
     vscode.debug.registerDebugAdapterDescriptorFactory(TYPE, new AdapterFactory(context)),
     vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider()),
     vscode.debug.registerDebugConfigurationProvider(TYPE, new ConfigurationProvider(),

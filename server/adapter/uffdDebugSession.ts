@@ -1,7 +1,7 @@
 // The DAP side: translates requests into FaultSession calls and session events into DAP
 // events. Keep logic out of here; it belongs in server/core.
 import {
-  ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  ContinuedEvent, ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
   TerminatedEvent, Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -14,7 +14,7 @@ import {
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
 import { basename, locationLabel, readUserRegs, Symbolizer } from '../core/symbolize';
-import { AddrRange, FaultEvent, FaultKind, HelperEvent, TrackSelector } from '../protocol/messages';
+import { AddrRange, FaultEvent, FaultKind, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -111,6 +111,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       }
       this.end();
     });
+    s.on('threadResumed', (tid) => this.sendEvent(new ContinuedEvent(tid, false)));
     s.on('detached', (pid) => {
       this.sendEvent(new OutputEvent(`Detached from pid ${pid}; it runs on.\n`, 'console'));
       this.end();
@@ -412,7 +413,11 @@ export class UffdDebugSession extends LoggingDebugSession {
       return;
     }
     try {
-      response.body = { result: await runConsoleCommand(this.session, args.expression), variablesReference: 0 };
+      const seq = args.frameId !== undefined ? this.frames.get(args.frameId) : undefined;
+      response.body = {
+        result: await runConsoleCommand(this.session, args.expression, { seq: seq || undefined }),
+        variablesReference: 0,
+      };
       this.sendResponse(response);
     } catch (e) {
       this.sendErrorResponse(response, { id: 1008, format: (e as Error).message });
@@ -428,7 +433,21 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   /** `uffd/selectThread {tid}` from the timeline: show that thread's held fault in the UI again. */
-  protected override customRequest(command: string, response: DebugProtocol.Response, args: { tid?: number }): void {
+  protected override customRequest(command: string, response: DebugProtocol.Response,
+    args: { tid?: number } & Omit<ResolveArgs, 'seq'>): void {
+    if (command === 'uffd/resolve' && typeof args?.tid === 'number' && typeof args.how === 'string') {
+      const f = this.session.heldFor(args.tid);
+      if (!f) {
+        this.sendErrorResponse(response, { id: 1011, format: `thread ${args.tid} is not stopped on a fault` });
+        return;
+      }
+      const { tid: _tid, how, ...extra } = args;
+      this.session.resolve(f.seq, how, extra).then((body) => {
+        response.body = body;
+        this.sendResponse(response);
+      }, (e) => this.fail(response, 1012, e));
+      return;
+    }
     if (command === 'uffd/selectThread' && typeof args?.tid === 'number') {
       const f = this.session.heldFor(args.tid);
       if (!f) {

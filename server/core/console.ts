@@ -1,14 +1,21 @@
 // Debug Console commands: plain-text answers about the debugged process. Pure over a
 // FaultSession, so the adapter, the CLI and tests can share it.
+import { ResolveHow } from '../protocol/messages';
 import { FaultSession } from './session';
 import { describePage, findVma, hex, readPagemap, readSmaps, uffdModes, vmaName } from './procfs';
 import { regionLabel } from './summary';
 
+/** Where the command was typed: the held fault of the selected frame, if any. */
+export interface ConsoleContext { seq?: number }
+
 interface Command {
   usage: string;
   help: string;
-  run(s: FaultSession, args: string[]): Promise<string> | string;
+  run(s: FaultSession, args: string[], ctx: ConsoleContext): Promise<string> | string;
 }
+
+const RESOLVE_USAGE = 'resolve default|zero|wake|continue|unprotect|poison | resolve pattern BYTE | ' +
+  'resolve file PATH [OFFSET] | resolve bytes BASE64 (4096 bytes); add "pages N" for N pages from the fault';
 
 const COMMANDS: Record<string, Command> = {
   help: {
@@ -64,6 +71,55 @@ const COMMANDS: Record<string, Command> = {
     run: (s) => [...s.held.values()].map((f) => `#${f.seq} tid ${f.tid} ${f.kind} ${f.access} ${f.addr}`).join('\n') ||
       'no fault is held',
   },
+  resolve: {
+    usage: 'resolve HOW [ARGS]',
+    help: 'resolve the selected held fault by hand (help: resolve ?)',
+    run: async (s, args, ctx) => {
+      if (args.length === 0 || args[0] === '?') return RESOLVE_USAGE;
+      const seq = ctx.seq ?? [...s.held.keys()][0];
+      if (seq === undefined) throw new Error('no fault is held: resolve acts on the fault of the selected stack frame');
+      const rest = [...args];
+      let pages: number | undefined;
+      const pi = rest.indexOf('pages');
+      if (pi >= 0) {
+        pages = Number(rest[pi + 1]);
+        if (!Number.isInteger(pages) || pages < 1) throw new Error('pages takes a whole number of pages, e.g. pages 8');
+        rest.splice(pi, 2);
+      }
+      const [how, a1, a2] = rest;
+      const extra: Record<string, unknown> = pages ? { pages } : {};
+      let wire: ResolveHow;
+      switch (how) {
+        case 'default': case 'zero': case 'wake': case 'continue': case 'unprotect': case 'poison':
+          wire = how;
+          break;
+        case 'pattern': {
+          const b = Number(a1);
+          if (!Number.isInteger(b) || b < 0 || b > 255) throw new Error('pattern takes a byte value 0-255, e.g. pattern 0xaa');
+          wire = 'copy';
+          extra.pattern = b;
+          break;
+        }
+        case 'file':
+          if (!a1) throw new Error('file takes a path and an optional byte offset: file /tmp/image 8192');
+          wire = 'copy';
+          extra.file = a1;
+          extra.offset = a2 ? Number(a2) : 0;
+          break;
+        case 'bytes':
+          if (!a1) throw new Error('bytes takes base64 of exactly 4096 bytes');
+          wire = 'copy';
+          extra.bytes = a1;
+          break;
+        default:
+          throw new Error(`unknown way '${how}'. ${RESOLVE_USAGE}`);
+      }
+      const r = await s.resolve(seq, wire, extra);
+      return `resolved fault #${seq} at ${r.page} with ${r.ioctl} (${r.pages} page${r.pages === 1 ? '' : 's'})` +
+        (r.skipped.length ? `; already mapped, skipped: ${r.skipped.join(' ')}` : '') +
+        (r.woken.length > 1 ? `; woke faults ${r.woken.map((w) => `#${w}`).join(' ')}` : '');
+    },
+  },
   track: {
     usage: 'track anon|NAME…|START-END…',
     help: 'register more of an attached process: all anonymous memory, mappings by name, or ranges',
@@ -112,11 +168,11 @@ function parseRange(text: string): { start: string; end: string } {
   return { start: m[1].toLowerCase(), end: m[2].toLowerCase() };
 }
 
-export async function runConsoleCommand(s: FaultSession, line: string): Promise<string> {
+export async function runConsoleCommand(s: FaultSession, line: string, ctx: ConsoleContext = {}): Promise<string> {
   const [name, ...args] = line.trim().split(/\s+/);
   const cmd = COMMANDS[name];
   if (!cmd) throw new Error(`unknown command '${name}': type 'help' for the list`);
-  return cmd.run(s, args);
+  return cmd.run(s, args, ctx);
 }
 
 /** Command names that start with what was typed (the DAP completions request). */

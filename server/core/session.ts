@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { HelperClient, HelperError } from './helperClient';
 import { listTasks, TaskInfo } from './procfs';
 import {
-  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolvedEvent, ResolveHow, StreamMode,
-  TrackSelector,
+  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolveArgs, ResolveBody,
+  ResolvedEvent, ResolveHow, StreamMode, TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -48,6 +48,8 @@ export interface SessionEvents {
   region: [Region];
   output: ['stdout' | 'stderr', string];
   exited: [ExitInfo];
+  /** The last held fault of this thread was resolved: it runs again. */
+  threadResumed: [number];
   /** An attached process was let go; it runs on. */
   detached: [number];
   log: [string];
@@ -222,11 +224,15 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     await this.applyPolicy({ holdNext: true });
   }
 
-  async resolve(seq: number, how: ResolveHow): Promise<void> {
+  /**
+   * Resolves a held fault by hand: any way the helper offers (zero, copy from a pattern, bytes
+   * or a file, continue, unprotect, poison, wake...). On failure the fault stays held.
+   */
+  async resolve(seq: number, how: ResolveHow, extra: Omit<ResolveArgs, 'seq' | 'how'> = {}): Promise<ResolveBody> {
     this.requireRunning('resolve');
     const f = this.held.get(seq);
     if (!f) throw new SessionError('ESTATE', `fault #${seq} is not held (it may have been resolved already)`);
-    await this.helper.request('resolve', { seq, how });
+    return this.helper.request('resolve', { seq, how, ...extra });
   }
 
   private async resolveHeld(tid: number | null, how: ResolveHow): Promise<void> {
@@ -292,10 +298,13 @@ export class FaultSession extends EventEmitter<SessionEvents> {
           this.emit('fault', e);
         }
         break;
-      case 'resolved':
+      case 'resolved': {
+        const f = this.held.get(e.seq);
         this.held.delete(e.seq);
         this.emit('resolved', e);
+        if (f && !this.heldFor(f.tid)) this.emit('threadResumed', f.tid);
         break;
+      }
       case 'region':
         this.regions.push(e.region);
         this.emit('region', e.region);

@@ -208,6 +208,45 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     assert.match((await repl('held')).body.result, new RegExp(fault.get('sequence')!.value));
   });
 
+  test('resolving by hand: wake refaults, a pattern fills the page, and the program sees those bytes', async () => {
+    let stopped = dc.waitForEvent('stopped');
+    await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '4', '--pattern', 'seq']);
+    let region: bigint | null = null;
+    let ev: DebugProtocol.StoppedEvent | null = null;
+    for (let i = 0; i < 2000; i++) {
+      ev = (await stopped) as DebugProtocol.StoppedEvent;
+      const m = /region (0x[0-9a-f]+) pages/.exec(output);
+      if (m) region = BigInt(m[1]);
+      const addr = BigInt(/at (0x[0-9a-f]+)/.exec(ev.body.description ?? '')![1]);
+      if (region !== null && addr === region) break;
+      stopped = dc.waitForEvent('stopped');
+      await dc.continueRequest({ threadId: ev.body.threadId! });
+    }
+    assert.ok(ev && region !== null, 'held on the first page of the region');
+    const frameId = (await dc.stackTraceRequest({ threadId: ev.body.threadId! })).body.stackFrames[1].id;
+
+    // Wake only: the thread retries the instruction and faults again on the same page.
+    const again = dc.waitForEvent('stopped');
+    const woke = await dc.customRequest('uffd/resolve', { tid: ev.body.threadId, how: 'wake' });
+    assert.equal(woke.body.ioctl, 'UFFDIO_WAKE');
+    const ev2 = (await again) as DebugProtocol.StoppedEvent;
+    assert.equal(BigInt(/at (0x[0-9a-f]+)/.exec(ev2.body.description!)![1]), region, 'the same page faults again');
+
+    // Fill it with 0xaa from the Debug Console; the demo then writes its one byte on top.
+    const frame2 = (await dc.stackTraceRequest({ threadId: ev2.body.threadId! })).body.stackFrames[1].id;
+    assert.notEqual(frame2, frameId);
+    const r = await dc.evaluateRequest({ expression: 'resolve pattern 0xaa', context: 'repl', frameId: frame2 });
+    assert.match(r.body.result, new RegExp(`^resolved fault #\\d+ at 0x${region.toString(16)} with UFFDIO_COPY \\(1 page\\)`));
+    await assert.rejects(dc.evaluateRequest({ expression: 'resolve pattern 300', context: 'repl', frameId: frame2 }), /byte value 0-255/);
+    const exited = dc.waitForEvent('exited');
+    await dc.setExceptionBreakpointsRequest({ filters: [] });
+    await dc.continueRequest({ threadId: ev2.body.threadId! });
+    assert.equal((await exited).body.exitCode, 0);
+    const sum = BigInt('0x' + (await waitOutput(/checksum ([0-9a-f]+) touched 4/))[1]);
+    // Plain run: pages 0..3 hold (p & 0xff) | 1 at offset 0 → 1+1+3+3 = 8; page 0 now also has 4095 bytes of 0xaa.
+    assert.equal(sum, 8n + 4095n * 0xaan);
+  });
+
   test('disconnect while stopped on a fault ends the program and the helper', async () => {
     const stopped = dc.waitForEvent('stopped');
     await startSession({}, [], ['--pages', '64', '--sleep-ms', '100']);
