@@ -6,7 +6,7 @@ import {
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
 import { constants } from 'node:os';
-import { describeFault, FaultSession, LaunchConfig, StopInfo } from '../core/session';
+import { describeFault, FaultSession, LaunchConfig, StopInfo, Watch } from '../core/session';
 import { Batcher } from '../core/batcher';
 import { completeConsoleCommand, runConsoleCommand } from '../core/console';
 import {
@@ -52,6 +52,18 @@ export function trackSelector(track: UffdAttachArguments['track']): TrackSelecto
   throw new Error("'track' mixes names and ranges: use one kind per configuration (add the other with the 'track' console command)");
 }
 
+/** "0xADDR" (+ bytes), "0xSTART-0xEND", rounded out to whole pages; null when not an address. */
+export function parseWatchRange(text: string, bytes?: number): [bigint, bigint] | null {
+  const m = /^\s*(0x[0-9a-f]+)(?:\s*-\s*(0x[0-9a-f]+))?\s*$/i.exec(text);
+  if (!m) return null;
+  const start = BigInt(m[1]);
+  const end = m[2] ? BigInt(m[2]) : start + BigInt(Math.max(1, bytes ?? 1));
+  if (end <= start) return null;
+  const lo = start & ~0xfffn;
+  const hi = (end + 0xfffn) & ~0xfffn;
+  return [lo, hi];
+}
+
 /** A helper event without its envelope tag, as the timeline panel takes it. */
 type WithoutType<T> = T extends unknown ? Omit<T, 'type'> : never;
 
@@ -69,6 +81,7 @@ const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
   'page fault': 'Paused on page fault',
   step: 'Paused on page fault',
   pause: 'Paused on page fault',
+  'data breakpoint': 'Paused on data breakpoint',
 };
 
 export class UffdDebugSession extends LoggingDebugSession {
@@ -96,6 +109,8 @@ export class UffdDebugSession extends LoggingDebugSession {
     s.on('fault', toTimeline);
     s.on('resolved', toTimeline);
     s.on('region', (region) => toTimeline({ type: 'event', event: 'region', action: 'add', region }));
+    // region removals are not sent: the timeline keeps a band per region ever seen; `nc` marks the unmap
+    s.on('nc', toTimeline);
     s.on('stopped', (info) => this.onStopped(info));
     s.on('output', (stream, data) => this.sendEvent(new OutputEvent(data, stream)));
     s.on('log', (line) => this.sendEvent(new Event('uffd/log', { line })));
@@ -134,6 +149,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.timeline.flush();
     const ev = new StoppedEvent(info.reason, info.tid) as DebugProtocol.StoppedEvent;
     ev.body.allThreadsStopped = false;
+    if (info.hitWatches?.length) ev.body.hitBreakpointIds = info.hitWatches;
     if (info.fault) {
       ev.body.description = `${STOP_DESCRIPTION[info.reason]}: ${describeFault(info.fault)}`;
       ev.body.text = `${describeFault(info.fault)} (page ${info.fault.page}, thread ${info.fault.tid}, fault #${info.fault.seq})`;
@@ -149,6 +165,8 @@ export class UffdDebugSession extends LoggingDebugSession {
       supportsConfigurationDoneRequest: true,
       supportsTerminateRequest: true,
       supportsCompletionsRequest: true,
+      supportsDataBreakpoints: true,
+      supportsDataBreakpointBytes: true,
       completionTriggerCharacters: [],
       supportTerminateDebuggee: true,
       exceptionBreakpointFilters: FILTERS,
@@ -407,6 +425,80 @@ export class UffdDebugSession extends LoggingDebugSession {
     return this.smapsCache.entries;
   }
 
+  private watchIds = new Map<string, number>();
+  private nextWatchId = 1;
+
+  protected override dataBreakpointInfoRequest(response: DebugProtocol.DataBreakpointInfoResponse,
+    args: DebugProtocol.DataBreakpointInfoArguments): void {
+    let range: [bigint, bigint] | null = null;
+    let what = '';
+    const ref = args.variablesReference ? this.refs.get(args.variablesReference) : undefined;
+    if (ref && (ref.kind === 'fault' || ref.kind === 'vma')) {
+      const f = this.session.held.get(ref.seq);
+      if (f && ref.kind === 'fault' && (args.name === 'address' || args.name === 'page')) {
+        range = [BigInt(f.page), BigInt(f.page) + 4096n];
+        what = `page ${f.page}`;
+      } else if (f && ref.kind === 'vma' && args.name === 'range') {
+        const v = findVma(this.smaps(), BigInt(f.addr));
+        if (v) {
+          range = [v.start, v.end];
+          what = `VMA ${hex(v.start)}-${hex(v.end)} ${vmaName(v)}`;
+        }
+      }
+    } else if (!ref) {
+      range = parseWatchRange(args.name, args.bytes);
+      what = range ? `${hex(range[0])}-${hex(range[1])}` : '';
+    }
+    if (!range) {
+      response.body = { dataId: null, description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…), or the Fault address/page or VMA range variables.' };
+    } else {
+      const pages = (range[1] - range[0]) / 4096n;
+      response.body = {
+        dataId: `${hex(range[0])}-${hex(range[1])}`,
+        description: `${what} (${pages} page${pages === 1n ? '' : 's'})`,
+        accessTypes: ['read', 'write', 'readWrite'],
+        canPersist: true,
+      };
+    }
+    this.sendResponse(response);
+  }
+
+  protected override async setDataBreakpointsRequest(response: DebugProtocol.SetDataBreakpointsResponse,
+    args: DebugProtocol.SetDataBreakpointsArguments): Promise<void> {
+    const watches: Watch[] = [];
+    const results: DebugProtocol.Breakpoint[] = [];
+    for (const bp of args.breakpoints) {
+      const r = parseWatchRange(bp.dataId);
+      if (!r) {
+        results.push({ verified: false, message: `'${bp.dataId}' is not an address range` });
+        continue;
+      }
+      const access = bp.accessType ?? 'write';
+      const key = `${bp.dataId}/${access}`;
+      let id = this.watchIds.get(key);
+      if (id === undefined) {
+        id = this.nextWatchId++;
+        this.watchIds.set(key, id);
+      }
+      watches.push({ id, start: r[0], end: r[1], access });
+      const pages = (r[1] - r[0]) / 4096n;
+      const how = access === 'read' ? 'the first touch of each unpopulated page (a missing fault)'
+        : access === 'write' ? 'the first write to each page (a missing or write-protect fault; set it again to re-arm)'
+          : 'the first touch of each unpopulated page and the first write to each page (set it again to re-arm)';
+      results.push({
+        id, verified: true,
+        message: `Page granularity, ${pages} page${pages === 1n ? '' : 's'}, no hardware-slot limit: stops on ${how}.`,
+      });
+    }
+    try {
+      await this.session.setWatches(watches);
+      response.body = { breakpoints: results };
+      this.sendResponse(response);
+    } catch (e) {
+      this.fail(response, 1013, e);
+    }
+  }
+
   protected override async evaluateRequest(response: DebugProtocol.EvaluateResponse, args: DebugProtocol.EvaluateArguments): Promise<void> {
     if (args.context !== 'repl') {
       this.sendErrorResponse(response, { id: 1007, format: 'uffd-debug evaluates Debug Console commands only (type help there)' });
@@ -469,14 +561,18 @@ export class UffdDebugSession extends LoggingDebugSession {
     await this.run(response, () => this.session.next(args.threadId));
   }
 
-  // Until per-thread and per-VMA stepping arrive, step in/out behave like step over: resolve
-  // this fault and stop at the next one.
   protected override async stepInRequest(response: DebugProtocol.StepInResponse, args: DebugProtocol.StepInArguments): Promise<void> {
-    await this.run(response, () => this.session.next(args.threadId));
+    await this.run(response, () => this.session.stepIn(args.threadId));
   }
 
   protected override async stepOutRequest(response: DebugProtocol.StepOutResponse, args: DebugProtocol.StepOutArguments): Promise<void> {
-    await this.run(response, () => this.session.next(args.threadId));
+    await this.run(response, async () => {
+      const f = this.session.heldFor(args.threadId);
+      if (!f) throw new Error(`thread ${args.threadId} is not stopped on a fault: Step Out runs until a fault outside the VMA of the current one`);
+      const vma = findVma(this.smaps(), BigInt(f.addr));
+      if (!vma) throw new Error(`no mapping contains ${f.addr} any more`);
+      await this.session.stepOut(args.threadId, vma.start, vma.end);
+    });
   }
 
   protected override async pauseRequest(response: DebugProtocol.PauseResponse): Promise<void> {

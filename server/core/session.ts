@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { HelperClient, HelperError } from './helperClient';
 import { listTasks, TaskInfo } from './procfs';
 import {
-  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, Policy, Region, ResolveArgs, ResolveBody,
-  ResolvedEvent, ResolveHow, StreamMode, TrackSelector,
+  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, NcEvent, Policy, PolicyArgs, Region, ResolveArgs,
+  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StreamMode, TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -20,6 +20,9 @@ export interface LaunchConfig {
   stopOnFirstFault?: boolean;
   stream?: StreamMode;
   helperPath?: string;
+  /** Session options of the helper (docs/protocol.md, *Session options*). */
+  followForks?: boolean;
+  wpAsync?: boolean;
 }
 
 export interface AttachConfig {
@@ -29,15 +32,34 @@ export interface AttachConfig {
   stopOnFirstFault?: boolean;
   stream?: StreamMode;
   helperPath?: string;
+  followForks?: boolean;
+  wpAsync?: boolean;
 }
 
-export type StopReason = 'entry' | 'page fault' | 'step' | 'pause';
+/** The helper's session options of a launch/attach configuration, only those that are set. */
+function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean }): SessionOptions {
+  return {
+    ...(c.followForks !== undefined ? { followForks: c.followForks } : {}),
+    ...(c.wpAsync !== undefined ? { wpAsync: c.wpAsync } : {}),
+  };
+}
+
+export type StopReason = 'entry' | 'page fault' | 'step' | 'pause' | 'data breakpoint';
 
 export interface StopInfo {
   reason: StopReason;
   tid: number;
   fault?: FaultEvent;
+  /** Data breakpoints whose range holds the fault. */
+  hitWatches?: number[];
 }
+
+export type WatchAccess = 'read' | 'write' | 'readWrite';
+
+/** A data breakpoint: page-granular, on a range of the target's memory. */
+export interface Watch { id: number; start: bigint; end: bigint; access: WatchAccess }
+
+const USER_TOP = 1n << 47n;
 
 export interface ExitInfo { code: number | null; signal: string | null }
 
@@ -46,6 +68,10 @@ export interface SessionEvents {
   resolved: [ResolvedEvent];
   stopped: [StopInfo];
   region: [Region];
+  /** A region went away (munmap) or moved (mremap: `remove` of the old place, then `region`). */
+  regionRemoved: [Region];
+  /** A non-cooperative event: fork, remap, remove (madvise), unmap. */
+  nc: [NcEvent];
   output: ['stdout' | 'stderr', string];
   exited: [ExitInfo];
   /** The last held fault of this thread was resolved: it runs again. */
@@ -83,6 +109,15 @@ export class FaultSession extends EventEmitter<SessionEvents> {
   private config: LaunchConfig | null = null;
   private stepReason: StopReason | null = null;
   private filters: Record<FaultKind, boolean> = { missing: false, wp: true, minor: true };
+  private watches: Watch[] = [];
+  /** A step that widens what is held until its first stop (stepIn: one thread; stepOut: outside a VMA). */
+  private oneShot: { holdTid?: number[]; holdRange?: AddrRange[] } | null = null;
+  /**
+   * A write that faulted on a protected, never-populated page comes back as a write-protect
+   * fault on the same page once the missing fault is resolved (the page is filled protected).
+   * That second fault is the same write: it is resolved without a second stop.
+   */
+  private retryingWrite = new Map<number, string>();
   exitInfo: ExitInfo | null = null;
 
   get pid(): number | undefined {
@@ -106,7 +141,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     await this.startHelper(config.helperPath);
     const env = config.env ? mergeEnv(process.env, config.env) : null;
     this.launchInfo = await this.helper.request('launch', {
-      program, args: config.args ?? [], cwd, env,
+      program, args: config.args ?? [], cwd, env, ...sessionOptions(config),
     });
     this.regions = [...this.launchInfo.regions];
     await this.applyPolicy({ stream: config.stream ?? 'all' });
@@ -122,7 +157,9 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     this.config = { program: '', stopOnFirstFault: config.stopOnFirstFault ?? false };
     this.attached = true;
     await this.startHelper(config.helperPath);
-    const body = await this.helper.request('attach', { pid: config.pid, ...(config.track ? { track: config.track } : {}) });
+    const body = await this.helper.request('attach', {
+      pid: config.pid, ...(config.track ? { track: config.track } : {}), ...sessionOptions(config),
+    });
     this.launchInfo = body;
     this.regions = [...body.regions];
     await this.applyPolicy({ stream: config.stream ?? 'all' });
@@ -172,8 +209,58 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     return this.applyPolicy({});
   }
 
+  /**
+   * The helper's policy from what the user asked: the exception filters (fault kinds held
+   * anywhere), data breakpoints (faults held in their ranges), and a step in progress.
+   */
+  private policyArgs(): PolicyArgs {
+    if (this.oneShot) {
+      return { hold: { missing: true, wp: true, minor: true }, holdTid: this.oneShot.holdTid ?? [], holdRange: this.oneShot.holdRange ?? [] };
+    }
+    const hold = { ...this.filters };
+    let holdRange: AddrRange[] = [];
+    if (this.watches.length > 0 && !hold.missing) {
+      // Only the watched ranges: missing faults there, and write-protect faults of write watches.
+      hold.missing = true;
+      if (this.watches.some((w) => w.access !== 'read')) hold.wp = true;
+      holdRange = this.watches.map((w) => ({ start: hexOf(w.start), end: hexOf(w.end) }));
+    }
+    return { hold, holdRange, holdTid: [] };
+  }
+
   private applyPolicy(extra: { holdNext?: boolean; stream?: StreamMode }): Promise<Policy> {
-    return this.helper.request('policy', { hold: { ...this.filters }, ...extra });
+    return this.helper.request('policy', { ...this.policyArgs(), ...extra });
+  }
+
+  /**
+   * Data breakpoints. `read` stops on the first touch of each unpopulated page in the range
+   * (missing faults); `write` also write-protects the range when it is set, so the first write
+   * to each page stops (once per page: resolving un-protects it); `readWrite` both.
+   */
+  async setWatches(watches: Watch[]): Promise<void> {
+    const old = this.watches;
+    this.watches = watches;
+    await this.applyPolicy({});
+    for (const w of old) {
+      if (w.access !== 'read' && !watches.some((n) => n.start === w.start && n.end === w.end && n.access !== 'read')) {
+        await this.protect(w, false);
+      }
+    }
+    for (const w of watches) if (w.access !== 'read' && !old.some((o) => o.id === w.id)) await this.protect(w, true);
+  }
+
+  private async protect(w: Watch, on: boolean): Promise<void> {
+    if (!this.helper.running || this.state === 'exited' || this.state === 'detached') return;
+    try {
+      await this.helper.request('protect', { start: hexOf(w.start), end: hexOf(w.end), on });
+    } catch (e) {
+      this.emit('log', `write watch ${hexOf(w.start)}-${hexOf(w.end)}: protect ${on ? 'on' : 'off'} failed: ${(e as Error).message}`);
+    }
+  }
+
+  private watchesHit(f: FaultEvent): Watch[] {
+    const a = BigInt(f.addr);
+    return this.watches.filter((w) => a >= w.start && a < w.end);
   }
 
   /** After configuration: stop at entry, or run (holding the first fault if asked). */
@@ -206,6 +293,28 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     this.requireRunning('continue');
     this.stepReason = null;
     await this.resolveHeld(null, 'default');
+  }
+
+  /** Resolves this thread's fault and stops at the next fault of the same thread (any kind). */
+  async stepIn(tid: number): Promise<void> {
+    if (this.state === 'entry') return this.next(null);
+    this.requireRunning('step in');
+    this.stepReason = 'step';
+    this.oneShot = { holdTid: [tid] };
+    await this.applyPolicy({});
+    await this.resolveHeld(tid, 'default');
+  }
+
+  /** Resolves this thread's fault and runs until a fault outside the VMA `[start, end)`. */
+  async stepOut(tid: number, start: bigint, end: bigint): Promise<void> {
+    this.requireRunning('step out');
+    this.stepReason = 'step';
+    const outside: AddrRange[] = [];
+    if (start > 0n) outside.push({ start: '0x0', end: hexOf(start) });
+    if (end < USER_TOP) outside.push({ start: hexOf(end), end: hexOf(USER_TOP) });
+    this.oneShot = { holdRange: outside };
+    await this.applyPolicy({});
+    await this.resolveHeld(tid, 'default');
   }
 
   /** Resolves the fault(s) held on `tid` (all when null) and stops at the next fault of any thread. */
@@ -289,11 +398,31 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     switch (e.event) {
       case 'fault':
         if (e.held) {
+          const retried = this.retryingWrite.get(e.tid);
+          this.retryingWrite.delete(e.tid);
+          if (retried === e.page && e.kind === 'wp') {
+            this.emit('fault', e);
+            this.helper.request('resolve', { seq: e.seq, how: 'default' }).catch(() => { /* resolved with its page */ });
+            break;
+          }
+          const hits = this.watchesHit(e);
+          if (!this.oneShot && this.stepReason === null && hits.length > 0 && !this.filters[e.kind] &&
+              e.access === 'read' && hits.every((w) => w.access === 'write')) {
+            // Held for a write watch, but only read: not a stop. (Only faults inside a watched
+            // range take this round trip.)
+            this.emit('fault', e);
+            this.helper.request('resolve', { seq: e.seq, how: 'default' }).catch(() => { /* resolved with its page */ });
+            break;
+          }
           this.held.set(e.seq, e);
-          const reason = this.stepReason ?? 'page fault';
+          const reason = this.stepReason ?? (hits.length > 0 && !this.filters[e.kind] ? 'data breakpoint' : 'page fault');
           this.stepReason = null;
+          if (this.oneShot) {
+            this.oneShot = null;
+            this.applyPolicy({}).catch((err: Error) => this.emit('log', `restoring the policy after a step failed: ${err.message}`));
+          }
           this.emit('fault', e);
-          this.emit('stopped', { reason, tid: e.tid, fault: e });
+          this.emit('stopped', { reason, tid: e.tid, fault: e, hitWatches: hits.map((w) => w.id) });
         } else {
           this.emit('fault', e);
         }
@@ -301,13 +430,29 @@ export class FaultSession extends EventEmitter<SessionEvents> {
       case 'resolved': {
         const f = this.held.get(e.seq);
         this.held.delete(e.seq);
+        if (f && f.kind === 'missing' && f.access === 'write' && this.watchesHit(f).length > 0) this.retryingWrite.set(f.tid, f.page);
         this.emit('resolved', e);
         if (f && !this.heldFor(f.tid)) this.emit('threadResumed', f.tid);
         break;
       }
       case 'region':
-        this.regions.push(e.region);
-        this.emit('region', e.region);
+        if (e.action === 'remove') {
+          const s = BigInt(e.region.start), end = BigInt(e.region.end);
+          this.regions = this.regions.flatMap((r) => {
+            const rs = BigInt(r.start), re = BigInt(r.end);
+            if (re <= s || rs >= end) return [r];
+            const left = rs < s ? [{ ...r, end: e.region.start }] : [];
+            const right = re > end ? [{ ...r, start: e.region.end }] : [];
+            return [...left, ...right];
+          });
+          this.emit('regionRemoved', e.region);
+        } else {
+          this.regions.push(e.region);
+          this.emit('region', e.region);
+        }
+        break;
+      case 'nc':
+        this.emit('nc', e);
         break;
       case 'detached':
         this.state = 'detached';
@@ -336,6 +481,10 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     if (this.state === 'exited') throw new SessionError('ESTATE', `cannot ${what}: the program has exited`);
     if (this.state !== 'running') throw new SessionError('ESTATE', `cannot ${what}: the program is ${this.state}`);
   }
+}
+
+function hexOf(n: bigint): string {
+  return '0x' + n.toString(16);
 }
 
 function checkProgram(program: string, cwd?: string): string {

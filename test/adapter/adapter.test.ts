@@ -1,86 +1,28 @@
 // The real debug adapter, helper and demo program, driven the way VS Code drives them.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
 import { DebugProtocol } from '@vscode/debugprotocol';
+import { faultAddr, Harness, markerLine, root, waitGone } from './support';
 
-const root = path.resolve(__dirname, '..', '..');
-const ADAPTER = path.join(root, 'dist', 'adapter.js');
-const TOUCH = path.join(root, 'demo', 'bin', 'touch');
-
+let h: Harness;
 let dc: DebugClient;
-let output = '';
 
 beforeEach(async () => {
-  dc = new DebugClient(process.execPath, ADAPTER, 'uffd');
-  dc.defaultTimeout = 15_000;
-  output = '';
-  dc.on('output', (e: DebugProtocol.OutputEvent) => { output += e.body.output; });
-  await dc.start();
+  h = await Harness.start();
+  dc = h.dc;
 });
 
 afterEach(async () => {
-  await dc.stop();
+  await h.stop();
 });
 
-function launchArgs(extra: Record<string, unknown>, args = ['--pages', '64']) {
-  return { program: TOUCH, args, cwd: root, ...extra } as DebugProtocol.LaunchRequestArguments;
-}
-
-/** initialize, launch, set the exception filters, configurationDone; resolves when all are answered. */
-async function startSession(extra: Record<string, unknown>, filters: string[] = [], args?: string[]) {
-  await Promise.all([
-    dc.waitForEvent('initialized').then(() => dc.setExceptionBreakpointsRequest({ filters }))
-      .then(() => dc.configurationDoneRequest()),
-    dc.launch(launchArgs(extra, args)),
-  ]);
-}
-
-async function variablesOf(ref: number): Promise<Map<string, DebugProtocol.Variable>> {
-  const r = await dc.variablesRequest({ variablesReference: ref });
-  return new Map(r.body.variables.map((v) => [v.name, v]));
-}
-
-async function scopesOf(threadId: number): Promise<Map<string, DebugProtocol.Scope>> {
-  const st = await dc.stackTraceRequest({ threadId });
-  assert.ok(st.body.stackFrames.length > 0, 'a stopped thread has a frame');
-  const sc = await dc.scopesRequest({ frameId: st.body.stackFrames[0].id });
-  return new Map(sc.body.scopes.map((s) => [s.name, s]));
-}
-
-async function waitOutput(re: RegExp): Promise<RegExpExecArray> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const m = re.exec(output);
-    if (m) return m;
-    if (Date.now() > deadline) throw new Error(`no output matching ${re} in: ${output}`);
-    await dc.waitForEvent('output', 1000).catch(() => undefined);
-  }
-}
-
-/** The line (1-based) that holds both `text` and the TOUCH marker comment. */
-function markerLine(file: string, text: string): number {
-  const lines = readFileSync(file, 'utf8').split('\n');
-  const i = lines.findIndex((l) => l.includes(text) && l.includes('/* TOUCH */'));
-  assert.ok(i >= 0, `marker '${text}' /* TOUCH */ in ${file}`);
-  return i + 1;
-}
-
-function pidFromOutput(): number {
-  const m = /pid (\d+)/.exec(output);
-  assert.ok(m, `the adapter announced the pid: ${output}`);
-  return Number(m[1]);
-}
-
-async function waitGone(pid: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (existsSync(`/proc/${pid}`)) {
-    if (Date.now() > deadline) throw new Error(`process ${pid} is still there`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const startSession = (extra: Record<string, unknown>, filters: string[] = [], args?: string[]) => h.launch(extra, filters, args);
+const variablesOf = (ref: number) => h.variablesOf(ref);
+const scopesOf = (threadId: number) => h.scopesOf(threadId);
+const waitOutput = (re: RegExp) => h.waitOutput(re);
 
 describe('uffd debug adapter', { timeout: 120_000 }, () => {
   test('initialize advertises one exception filter per fault kind, missing off by default', async () => {
@@ -129,26 +71,12 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
   });
 
   test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
-    let stopped = dc.waitForEvent('stopped');
+    const stopped = dc.waitForEvent('stopped');
     await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
-    let region: bigint | null = null;
-    let hit: DebugProtocol.StoppedEvent | null = null;
     // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
-    for (let i = 0; i < 2000; i++) {
-      const ev = (await stopped) as DebugProtocol.StoppedEvent;
-      assert.equal(ev.body.reason, 'page fault');
-      const m = /region (0x[0-9a-f]+) pages/.exec(output);
-      if (m) region = BigInt(m[1]);
-      const addr = BigInt(/at (0x[0-9a-f]+)/.exec(ev.body.description ?? '')![1]);
-      if (region !== null && addr >= region && addr < region + 16n * 4096n) {
-        hit = ev;
-        assert.equal(addr, region, 'the first touch is the first page of the region');
-        break;
-      }
-      stopped = dc.waitForEvent('stopped');
-      await dc.continueRequest({ threadId: ev.body.threadId! });
-    }
-    assert.ok(hit && region !== null, 'stopped on a fault inside the printed region');
+    const { ev: hit, region } = await h.stopInRegion(stopped);
+    assert.equal(hit.body.reason, 'page fault');
+    assert.equal(faultAddr(hit), region, 'the first touch is the first page of the region');
     // The stack: a label naming the fault, then the instruction that touched the page, at the
     // marker line of the demo's source.
     const st = await dc.stackTraceRequest({ threadId: hit.body.threadId! });
@@ -209,20 +137,9 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
   });
 
   test('resolving by hand: wake refaults, a pattern fills the page, and the program sees those bytes', async () => {
-    let stopped = dc.waitForEvent('stopped');
+    const stopped = dc.waitForEvent('stopped');
     await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '4', '--pattern', 'seq']);
-    let region: bigint | null = null;
-    let ev: DebugProtocol.StoppedEvent | null = null;
-    for (let i = 0; i < 2000; i++) {
-      ev = (await stopped) as DebugProtocol.StoppedEvent;
-      const m = /region (0x[0-9a-f]+) pages/.exec(output);
-      if (m) region = BigInt(m[1]);
-      const addr = BigInt(/at (0x[0-9a-f]+)/.exec(ev.body.description ?? '')![1]);
-      if (region !== null && addr === region) break;
-      stopped = dc.waitForEvent('stopped');
-      await dc.continueRequest({ threadId: ev.body.threadId! });
-    }
-    assert.ok(ev && region !== null, 'held on the first page of the region');
+    const { ev, region } = await h.stopInRegion(stopped, 0, 1);
     const frameId = (await dc.stackTraceRequest({ threadId: ev.body.threadId! })).body.stackFrames[1].id;
 
     // Wake only: the thread retries the instruction and faults again on the same page.
@@ -230,7 +147,7 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     const woke = await dc.customRequest('uffd/resolve', { tid: ev.body.threadId, how: 'wake' });
     assert.equal(woke.body.ioctl, 'UFFDIO_WAKE');
     const ev2 = (await again) as DebugProtocol.StoppedEvent;
-    assert.equal(BigInt(/at (0x[0-9a-f]+)/.exec(ev2.body.description!)![1]), region, 'the same page faults again');
+    assert.equal(faultAddr(ev2), region, 'the same page faults again');
 
     // Fill it with 0xaa from the Debug Console; the demo then writes its one byte on top.
     const frame2 = (await dc.stackTraceRequest({ threadId: ev2.body.threadId! })).body.stackFrames[1].id;
@@ -251,7 +168,7 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     const stopped = dc.waitForEvent('stopped');
     await startSession({}, [], ['--pages', '64', '--sleep-ms', '100']);
     await stopped;
-    const pid = pidFromOutput();
+    const pid = h.pid();
     assert.ok(existsSync(`/proc/${pid}`));
     await dc.disconnectRequest({ terminateDebuggee: true });
     await waitGone(pid);
@@ -259,6 +176,6 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
 
   test('a program that does not exist gives a clear launch error', async () => {
     await dc.initializeRequest();
-    await assert.rejects(dc.launchRequest(launchArgs({ program: '/no/such/program' })), /does not exist/);
+    await assert.rejects(dc.launchRequest({ program: '/no/such/program', args: [], cwd: root } as DebugProtocol.LaunchRequestArguments), /does not exist/);
   });
 });
