@@ -25,12 +25,17 @@ export function exportTrace(st: FaultStore): string {
     out.push({ name: `region ${r.region.name || r.region.start}`, cat: 'region', ph: 'i', s: 'g', ts: t0, pid: 1,
       tid: 0, args: { ...r.region } });
   }
+  for (const r of st.removals) {
+    out.push({ name: `region removed ${r.region.name || r.region.start}`, cat: 'region', ph: 'i', s: 'g',
+      ts: (r.t ?? 0) / 1000, pid: 1, tid: 0, args: { ...r.region, action: 'remove', t: r.t } });
+  }
   for (let i = 0; i < st.n; i++) {
     const f = st.faultEvent(i);
     const lat = st.lat[i];
     const args: Record<string, unknown> = { seq: f.seq, t: f.t, addr: f.addr, page: f.page, kind: f.kind,
       access: f.access, held: f.held, ioctl: st.ioctlNames[st.ioctl[i]] || null,
       latencyNs: Number.isNaN(lat) ? null : lat };
+    if (f.pid !== undefined) args.pid = f.pid;
     if (st.flags[i] & FLAG_HELD && !Number.isNaN(st.resT[i])) args.resolvedT = st.resT[i];
     out.push({ name: `${f.kind} ${f.access}`, cat: 'fault', ph: 'X', ts: f.t / 1000,
       dur: Number.isNaN(lat) ? 0 : lat / 1000, pid: 1, tid: f.tid, args });
@@ -43,7 +48,7 @@ export function exportTrace(st: FaultStore): string {
 }
 
 const CSV_COLS = ['type', 'seq', 't_ns', 'addr', 'page', 'access', 'kind', 'tid', 'held', 'ioctl', 'latency_ns',
-  'resolved_t_ns', 'start', 'end', 'via', 'name', 'what', 'from', 'to', 'len', 'pid'] as const;
+  'resolved_t_ns', 'start', 'end', 'via', 'name', 'what', 'from', 'to', 'len', 'pid', 'action'] as const;
 type CsvRow = Partial<Record<(typeof CSV_COLS)[number], string | number | boolean | undefined>>;
 
 function csvCell(v: unknown): string {
@@ -58,18 +63,22 @@ export function exportCsv(st: FaultStore): string {
   for (const r of st.regionEvents()) {
     row({ type: 'region', start: r.region.start, end: r.region.end, via: r.region.via, name: r.region.name });
   }
+  for (const r of st.removals) {
+    row({ type: 'region', action: 'remove', t_ns: r.t, start: r.region.start, end: r.region.end, via: r.region.via,
+      name: r.region.name });
+  }
   for (let i = 0; i < st.n; i++) {
     const f = st.faultEvent(i);
     const lat = st.lat[i];
     row({ type: 'fault', seq: f.seq, t_ns: f.t, addr: f.addr, page: f.page, access: f.access, kind: f.kind,
       tid: f.tid, held: f.held, ioctl: st.ioctlNames[st.ioctl[i]] || undefined,
       latency_ns: Number.isNaN(lat) ? undefined : lat,
-      resolved_t_ns: Number.isNaN(st.resT[i]) ? undefined : st.resT[i] });
+      resolved_t_ns: Number.isNaN(st.resT[i]) ? undefined : st.resT[i], pid: f.pid });
   }
   for (const m of st.nc) {
     const e = m.ev;
     row({ type: 'nc', what: e.what, t_ns: m.t, start: e.start, end: e.end, from: e.from, to: e.to, len: e.len,
-      pid: e.pid });
+      pid: e.pid ?? undefined });
   }
   return lines.join('\n') + '\n';
 }
@@ -113,6 +122,8 @@ function faultFrom(f: Record<string, unknown>, out: TimelineEvent[]): void {
   const ev: TimelineFault = { event: 'fault', seq: num(f.seq) ?? NaN, t: num(f.t) ?? NaN, addr: String(f.addr),
     page: String(f.page), access: f.access === 'write' ? 'write' : 'read', kind: f.kind as TimelineFault['kind'],
     tid: num(f.tid) ?? NaN, held };
+  const pid = num(f.pid);
+  if (pid !== undefined) ev.pid = pid;
   if (!held) {
     if (ioctl) ev.ioctl = ioctl;
     if (lat !== undefined) ev.latencyNs = lat;
@@ -143,9 +154,11 @@ export interface Imported { events: TimelineEvent[]; dropped: number }
  * order); at equal times resolutions, then nc events, then faults. Invalid events are dropped. */
 function finish(all: TimelineEvent[]): Imported {
   const ok = all.filter((e) => eventProblem(e) === null);
-  const rank = { region: 0, resolved: 1, nc: 2, fault: 3 };
-  const time = (e: TimelineEvent) => (e.event === 'region' ? -Infinity : e.t ?? 0);
-  ok.sort((a, b) => time(a) - time(b) || rank[a.event] - rank[b.event]);
+  const rank = (e: TimelineEvent) =>
+    e.event === 'region' ? (e.action === 'remove' ? 2 : 0) : e.event === 'resolved' ? 1 : e.event === 'nc' ? 2 : 3;
+  const time = (e: TimelineEvent) =>
+    e.event === 'region' ? (e.action === 'remove' ? e.t ?? Infinity : -Infinity) : e.t ?? 0;
+  ok.sort((a, b) => time(a) - time(b) || rank(a) - rank(b));
   return { events: ok, dropped: all.length - ok.length };
 }
 
@@ -158,8 +171,10 @@ export function importTrace(text: string): Imported {
     if (typeof x !== 'object' || x === null) continue;
     const a = (x.args ?? {}) as Record<string, unknown>;
     if (x.cat === 'region') {
-      out.push({ event: 'region', action: 'add', region: { start: String(a.start), end: String(a.end),
-        via: String(a.via ?? 'mmap'), name: str(a.name) ?? '' } });
+      const ev: TimelineEvent = { event: 'region', action: a.action === 'remove' ? 'remove' : 'add',
+        region: { start: String(a.start), end: String(a.end), via: String(a.via ?? 'mmap'), name: str(a.name) ?? '' } };
+      if (a.action === 'remove' && num(a.t) !== undefined) ev.t = num(a.t);
+      out.push(ev);
     } else if (x.cat === 'fault' && x.ph === 'X') {
       // Traces from elsewhere may lack the exact args: fall back to ts/dur (µs) and tid.
       faultFrom({ ...a, t: a.t ?? (x.ts ?? NaN) * 1000, tid: a.tid ?? x.tid,
@@ -181,14 +196,18 @@ export function importCsv(text: string): Imported {
   for (const r of rows.slice(1)) {
     const g = (name: string) => { const k = col(name); return k >= 0 ? r[k] : undefined; };
     switch (g('type')) {
-      case 'region':
-        out.push({ event: 'region', action: 'add', region: { start: g('start') ?? '', end: g('end') ?? '',
-          via: g('via') || 'mmap', name: g('name') ?? '' } });
+      case 'region': {
+        const remove = g('action') === 'remove';
+        const ev: TimelineEvent = { event: 'region', action: remove ? 'remove' : 'add',
+          region: { start: g('start') ?? '', end: g('end') ?? '', via: g('via') || 'mmap', name: g('name') ?? '' } };
+        if (remove && num(g('t_ns')) !== undefined) ev.t = num(g('t_ns'));
+        out.push(ev);
         break;
+      }
       case 'fault':
         faultFrom({ seq: g('seq'), t: g('t_ns'), addr: g('addr'), page: g('page'), access: g('access'),
           kind: g('kind'), tid: g('tid'), held: g('held'), ioctl: g('ioctl'), latencyNs: g('latency_ns'),
-          resolvedT: g('resolved_t_ns') }, out);
+          resolvedT: g('resolved_t_ns'), pid: g('pid') }, out);
         break;
       case 'nc':
         out.push(ncFrom({ what: g('what'), t: g('t_ns'), start: g('start'), end: g('end'), from: g('from'),

@@ -10,7 +10,7 @@ import {
   // @ts-expect-error TS1479, see above
 } from 'chart.js';
 import { exportCsv, exportTrace, importCsv, importTrace } from './exchange';
-import { toPanelProblem, type FromPanel, type ToPanel } from './messages';
+import { toPanelProblem, type FromPanel, type TimelineEvent, type ToPanel } from './messages';
 import {
   FaultStore, FLAG_HELD, FLAG_WRITE, HIST_BUCKETS, KINDS, numToHex, PAGE_SIZE, PAGE_STATES,
 } from './store';
@@ -68,20 +68,40 @@ function ingest(batch: readonly unknown[]): void {
   requestRender(wasEmpty);
 }
 
+/** Large imports are stored in slices with a yield between, so the panel keeps painting. */
+const IMPORT_SLICE = 200000;
+let importGen = 0;
+
 function importText(format: 'trace' | 'csv', text: string): void {
+  let events: TimelineEvent[];
   try {
     const r = format === 'trace' ? importTrace(text) : importCsv(text);
     if (r.dropped) warn(`import dropped ${r.dropped} invalid event(s)`);
-    resetAll();
-    ingest(r.events);
-    status(`Imported ${store.n.toLocaleString()} faults (${format}).`);
+    events = r.events;
   } catch (e) {
     warn(`import failed: ${(e as Error).message}`);
     status(`Import failed: ${(e as Error).message}`);
+    return;
   }
+  resetAll();
+  const gen = ++importGen;
+  let at = 0;
+  const next = () => {
+    if (gen !== importGen) return; // a newer import or a reset took over
+    ingest(events.slice(at, at + IMPORT_SLICE));
+    at += IMPORT_SLICE;
+    if (at < events.length) {
+      status(`Importing… ${Math.round((100 * at) / events.length)}%`);
+      setTimeout(next, 0);
+    } else {
+      status(`Imported ${store.n.toLocaleString()} faults (${format}).`);
+    }
+  };
+  next();
 }
 
 function resetAll(): void {
+  importGen++;
   store.clear();
   selected = -1;
   // The extension answers `ready` with reset + the session's events: keep the restored view.
@@ -252,11 +272,15 @@ function yTicks(scale: Scale): void {
   const lo = Math.max(0, Math.floor(scale.min));
   const hi = Math.min(store.bands.length, Math.ceil(scale.max));
   const ticks: Tick[] = [];
+  const span = scale.max - scale.min;
+  // Two-line labels need ~26 px: with many regions in view, label every k-th band.
+  const every = Math.max(1, Math.ceil(26 / Math.max(1e-6, (scale.height || 400) / span)));
   for (let b = lo; b <= hi; b++) {
     ticks.push({ value: b });
-    if (b < hi && b + 0.5 >= scale.min && b + 0.5 <= scale.max) ticks.push({ value: b + 0.5, major: true });
+    if (b < hi && b % every === 0 && b + 0.5 >= scale.min && b + 0.5 <= scale.max) {
+      ticks.push({ value: b + 0.5, major: true });
+    }
   }
-  const span = scale.max - scale.min;
   if (span < 0.6 && store.bands.length) {
     const step = span / 5;
     for (let k = 1; k < 5; k++) {
@@ -733,7 +757,7 @@ function showDetails(): void {
   row('address', numToHex(store.addr[i]));
   row('page', numToHex(store.page[i]));
   row('region (VMA)', regionText(i));
-  row('thread', `tid ${store.tid[i]}`);
+  row('thread', store.pid[i] ? `tid ${store.tid[i]} in followed child ${store.pid[i]}` : `tid ${store.tid[i]}`);
   row('kind', store.kindName(i));
   row('access', store.flags[i] & FLAG_WRITE ? 'write' : 'read');
   row('held', pending ? 'yes — pending' : held ? 'yes — resolved' : 'no');

@@ -17,7 +17,8 @@
 //   {type:'step'} / {type:'continue'}    toolbar buttons
 //   {type:'export', format, text}        Export buttons: the extension saves `text`
 // Both sides drop a message that fails these checks, with a console warning, and never throw.
-// Helper `exited` events in a batch are ignored without a warning.
+// Helper `exited`/`detached` events in a batch are ignored without a warning. Fields this file
+// does not name (fault pageSize and pid, nc followed/source, ...) are allowed and ignored.
 
 export type Hex = string;
 export type FaultKind = 'missing' | 'wp' | 'minor';
@@ -35,6 +36,8 @@ export interface TimelineFault {
   held: boolean;
   ioctl?: string;
   latencyNs?: number;
+  /** A followed child's fault (after a fork); absent: the program itself. */
+  pid?: number;
 }
 
 export interface TimelineResolved {
@@ -46,10 +49,13 @@ export interface TimelineResolved {
   latencyNs: number;
 }
 
+/** `add` (or no action): registered; `remove`: unmapped or moved away (via 'unmap'/'remap'). */
 export interface TimelineRegion {
   event: 'region';
-  action?: 'add';
+  action?: 'add' | 'remove';
   region: { start: Hex; end: Hex; via: string; name?: string };
+  /** Panel-internal, for exports: when a removal was seen (the helper sends no time). */
+  t?: number;
 }
 
 /** Non-cooperative userfaultfd events (fork, mremap, MADV_REMOVE, munmap). Every field but
@@ -63,7 +69,9 @@ export interface TimelineNc {
   from?: Hex;
   to?: Hex;
   len?: Hex;
-  pid?: number;
+  /** fork: the child, null when it was not found. */
+  pid?: number | null;
+  followed?: boolean;
 }
 
 export type TimelineEvent = TimelineFault | TimelineResolved | TimelineRegion | TimelineNc;
@@ -119,7 +127,9 @@ export function eventProblem(v: unknown): string | null {
       if (v.kind !== 'missing' && v.kind !== 'wp' && v.kind !== 'minor') return `fault kind '${String(v.kind)}'`;
       if (v.access !== 'read' && v.access !== 'write') return `fault access '${String(v.access)}'`;
       if (typeof v.held !== 'boolean') return 'fault held is not boolean';
-      if (!(v.ioctl === undefined || typeof v.ioctl === 'string') || !optNum(v.latencyNs)) return 'fault ioctl/latencyNs';
+      if (!(v.ioctl === undefined || typeof v.ioctl === 'string') || !optNum(v.latencyNs) || !optNum(v.pid)) {
+        return 'fault ioctl/latencyNs/pid';
+      }
       return null;
     case 'resolved':
       if (!isNum(v.seq) || !isNum(v.t) || !isHex(v.page) || typeof v.ioctl !== 'string' || !isNum(v.latencyNs)) {
@@ -132,11 +142,13 @@ export function eventProblem(v: unknown): string | null {
           !(r.name === undefined || r.name === null || typeof r.name === 'string')) {
         return 'region needs region {start, end, via, name?}';
       }
+      if (v.action !== undefined && v.action !== 'add' && v.action !== 'remove') return `region action '${String(v.action)}'`;
+      if (!optNum(v.t)) return 'region t is not a number';
       return null;
     }
     case 'nc':
       if (!NC_WHAT.includes(v.what as string)) return `nc what '${String(v.what)}'`;
-      if (!optNum(v.t) || !optNum(v.pid) || !optHex(v.start) || !optHex(v.end) || !optHex(v.from) ||
+      if (!optNum(v.t) || !(v.pid === null || optNum(v.pid)) || !optHex(v.start) || !optHex(v.end) || !optHex(v.from) ||
           !optHex(v.to) || !optHex(v.len)) {
         return 'nc fields have the wrong type';
       }

@@ -53,6 +53,8 @@ export function stateOfIoctl(ioctl: string): number {
     case 'UFFDIO_WRITEPROTECT': return ST.written;
     case 'UFFDIO_POISON': return ST.poisoned;
     case 'UFFDIO_MOVE': return ST.moved;
+    case 'UNMAPPED': return ST.evicted; // the memory went away under a held fault
+    case 'REMAPPED': return ST.moved;
     default: return -1; // UFFDIO_WAKE and unknown ioctls leave the page as it was
   }
 }
@@ -84,6 +86,8 @@ export class FaultStore {
   /** y on the timeline (band + page fraction), NaN when the band is hidden; kept so binning reads
    * one column per axis. Recomputed when bands change. */
   ycol = new Float64Array(0);
+  /** Process of a followed child's fault (protocol `pid`), 0 for the program itself. */
+  pid = new Int32Array(0);
 
   regions: RegionInfo[] = [];
   /** Region indexes sorted by start address, for look-up and for band order. */
@@ -96,6 +100,8 @@ export class FaultStore {
   /** Held faults not yet resolved: seq → index. */
   pending = new Map<number, number>();
   nc: NcMark[] = [];
+  /** Region removals, with the time they were seen, for exports. */
+  removals: TimelineRegion[] = [];
   kindCounts = new Float64Array(3);
   hist = new Float64Array(HIST_BUCKETS);
   /** Blocked ns per tid, in a mutable box so adding does not allocate a number per fault. */
@@ -140,6 +146,7 @@ export class FaultStore {
     this.lat = g(this.lat, Float64Array);
     this.resT = g(this.resT, Float64Array);
     this.ycol = g(this.ycol, Float64Array);
+    this.pid = g(this.pid, Int32Array);
     this.cap = cap;
   }
 
@@ -162,7 +169,7 @@ export class FaultStore {
       const e = batch[k] as Record<string, unknown> | null;
       if (e !== null && typeof e === 'object' && e.event === 'fault') {
         const seq = e.seq, t = e.t, tid = e.tid, kind = e.kind, access = e.access, held = e.held;
-        const ioctl = e.ioctl, lat = e.latencyNs;
+        const ioctl = e.ioctl, lat = e.latencyNs, pid = e.pid;
         const addr = parseHex(e.addr);
         const page = parseHex(e.page);
         const k3 = kind === 'missing' ? 0 : kind === 'wp' ? 1 : kind === 'minor' ? 2 : -1;
@@ -170,13 +177,14 @@ export class FaultStore {
             typeof tid === 'number' && Number.isFinite(tid) && addr === addr && page === page && k3 >= 0 &&
             (access === 'read' || access === 'write') && typeof held === 'boolean' &&
             (ioctl === undefined || typeof ioctl === 'string') &&
-            (lat === undefined || (typeof lat === 'number' && Number.isFinite(lat)))) {
+            (lat === undefined || (typeof lat === 'number' && Number.isFinite(lat))) &&
+            (pid === undefined || typeof pid === 'number')) {
           this.addFaultFields(seq, t, addr, page, k3, access === 'write', held, tid, ioctl as string | undefined,
-            lat as number | undefined);
+            lat as number | undefined, (pid as number | undefined) ?? 0);
           continue;
         }
       }
-      if (e !== null && typeof e === 'object' && e.event === 'exited') continue; // the session ends; nothing to draw
+      if (e !== null && typeof e === 'object' && (e.event === 'exited' || e.event === 'detached')) continue;
       const p = eventProblem(e);
       if (p !== null) {
         if (dropped++ === 0) firstProblem = p;
@@ -218,11 +226,11 @@ export class FaultStore {
 
   private addFault(e: TimelineFault): void {
     this.addFaultFields(e.seq, e.t, hexToNum(e.addr), hexToNum(e.page), KINDS.indexOf(e.kind), e.access === 'write',
-      e.held, e.tid, e.ioctl, e.latencyNs);
+      e.held, e.tid, e.ioctl, e.latencyNs, e.pid ?? 0);
   }
 
   private addFaultFields(seq: number, t: number, addr: number, page: number, kind: number, write: boolean,
-    held: boolean, tid: number, ioctl: string | undefined, lat: number | undefined): void {
+    held: boolean, tid: number, ioctl: string | undefined, lat: number | undefined, pid: number): void {
     let i = this.n;
     if (i > 0 && t < this.t[i - 1]) i = this.makeRoom(t); // rare: keep time order
     const r = this.regionFor(page);
@@ -237,6 +245,7 @@ export class FaultStore {
     this.kind[i] = kind;
     this.flags[i] = (write ? FLAG_WRITE : 0) | (held ? FLAG_HELD : 0);
     this.tid[i] = tid;
+    this.pid[i] = pid;
     this.ioctl[i] = this.code(ioctl);
     this.lat[i] = lat ?? NaN;
     this.resT[i] = NaN;
@@ -259,7 +268,7 @@ export class FaultStore {
   private makeRoom(t: number): number {
     const i = this.upperBound(t);
     const cols = [this.t, this.seq, this.addr, this.page, this.pidx, this.region, this.kind, this.flags,
-      this.tid, this.ioctl, this.lat, this.resT, this.ycol];
+      this.tid, this.ioctl, this.lat, this.resT, this.ycol, this.pid];
     for (const c of cols) c.copyWithin(i + 1, i, this.n);
     for (const [s, j] of this.pending) if (j >= i) this.pending.set(s, j + 1);
     return i;
@@ -291,6 +300,12 @@ export class FaultStore {
     const start = hexToNum(e.region.start);
     const end = hexToNum(e.region.end);
     if (!(end > start)) return;
+    if (e.action === 'remove') {
+      this.removals.push({ ...e, t: e.t ?? this.tMax });
+      // The lane stays (its faults are history); its pages show what became of them.
+      this.markRange(start, end, e.region.via === 'remap' ? ST.moved : ST.evicted);
+      return;
+    }
     const r = this.newRegion(start, end, e.region.start, e.region.end, e.region.via, e.region.name ?? '', false);
     // Faults seen before their region was announced move from implicit regions into it.
     const moved = this.regions.some((g) => g.implicit && g.start < end && g.end > start);
@@ -320,16 +335,19 @@ export class FaultStore {
       return end > s ? [s, end] : null;
     };
     const mark = (rg: [number, number] | null, st: number) => {
-      if (!rg) return;
-      for (let r = 0; r < this.regions.length; r++) {
-        const g = this.regions[r];
-        const lo = Math.max(g.start, rg[0]);
-        const hi = Math.min(g.end, rg[1]);
-        for (let p = lo; p < hi; p += PAGE_SIZE) this.setPage(r, (p - g.start) / PAGE_SIZE, st);
-      }
+      if (rg) this.markRange(rg[0], rg[1], st);
     };
     if (e.what === 'remove' || e.what === 'unmap') mark(range(e.start, e.end, e.len), ST.evicted);
     if (e.what === 'remap') mark(range(e.from ?? e.start, undefined, e.len), ST.moved);
+  }
+
+  private markRange(start: number, end: number, st: number): void {
+    for (let r = 0; r < this.regions.length; r++) {
+      const g = this.regions[r];
+      const lo = Math.max(g.start, start);
+      const hi = Math.min(g.end, end, g.start + g.state.length * PAGE_SIZE);
+      for (let p = lo; p < hi; p += PAGE_SIZE) this.setPage(r, Math.floor((p - g.start) / PAGE_SIZE), st);
+    }
   }
 
   private setPage(r: number, p: number, s: number): void {
@@ -449,6 +467,7 @@ export class FaultStore {
       access: this.flags[i] & FLAG_WRITE ? 'write' : 'read', kind: this.kindName(i), tid: this.tid[i],
       held: (this.flags[i] & FLAG_HELD) !== 0,
     };
+    if (this.pid[i]) e.pid = this.pid[i];
     // A held fault's ioctl and latency come with its `resolved` event, not the fault.
     if (!e.held) {
       if (this.ioctl[i]) e.ioctl = this.ioctlNames[this.ioctl[i]];

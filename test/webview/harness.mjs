@@ -206,7 +206,7 @@ export function ensureArtifacts() {
 /**
  * A plausible session, deterministic by seed: 3 regions with faults plus one without, 4 threads,
  * missing/wp/minor faults with ZEROPAGE/COPY/WRITEPROTECT/CONTINUE resolutions, ~2% held (half
- * resolved later by a `resolved` event), and a fork and an MADV_REMOVE. Self-contained (no
+ * resolved later by a `resolved` event), a fork, an MADV_REMOVE and an munmap. Self-contained (no
  * closure) so it can also run inside the page: `page.evaluate(\`(${genSession})(n)\`)`.
  */
 export function genSession(n, seed = 1) {
@@ -249,6 +249,7 @@ export function genSession(n, seed = 1) {
       : access === 'read' ? 'UFFDIO_ZEROPAGE' : 'UFFDIO_COPY';
     const latencyNs = Math.round(Math.exp(Math.log(3000) + rnd() * 3.5 + (rnd() < 0.05 ? 4 : 0)));
     const f = { event: 'fault', seq, t, addr: hex(addr), page: hex(page), access, kind, tid, held };
+    if (seq > n / 3 && seq % 50 === 0) f.pid = 4300; // the followed child after the fork
     if (!held) {
       f.ioctl = ioctl;
       f.latencyNs = latencyNs;
@@ -259,6 +260,10 @@ export function genSession(n, seed = 1) {
     }
     events.push(f);
     if (seq === Math.floor(n / 3)) events.push({ event: 'nc', what: 'fork', t: t + 1, pid: 4300 });
+    if (seq === Math.floor(n / 2)) {
+      events.push({ event: 'region', action: 'remove', region: { start: hex(regions[3].start),
+        end: hex(regions[3].start + 16 * 4096), via: 'unmap', name: regions[3].name } });
+    }
     if (seq === Math.floor((2 * n) / 3)) {
       events.push({ event: 'nc', what: 'remove', t: t + 1, start: hex(regions[1].start),
         end: hex(regions[1].start + 64 * 4096) });

@@ -250,6 +250,9 @@ describe('timeline webview', { timeout: 180000 }, () => {
     assert.equal(x0.args.kind, f0.kind);
     assert.equal(x0.args.ioctl, f0.ioctl);
     assert.equal(csv.split('\n').filter((l) => l.startsWith('fault,')).length, faults.length);
+    assert.equal(xs.filter((e) => e.args.pid === 4300).length, faults.filter((f) => f.pid === 4300).length,
+      'a followed child\'s faults keep their pid');
+    assert.ok(doc.traceEvents.some((e) => e.cat === 'region' && e.args.action === 'remove'), 'the munmap is kept');
     const exportAfterImport = async (format, text) => {
       await p.send({ type: 'reset' });
       await p.send({ type: 'import', format, text });
@@ -341,12 +344,38 @@ describe('timeline webview', { timeout: 180000 }, () => {
       await clean(p);
       await p.page.close();
     }
-    const big = genSession(100000, 3);
+    // A theme change (VS Code sends {type:'theme'}) re-reads the colours.
+    const t = await openPanel(browser.context, server.origin, 'dark');
+    await feed(t, session);
+    const reds = () => t.page.evaluate(() => {
+      const cv = document.getElementById('chart');
+      const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+      let n = 0;
+      for (let k = 0; k < d.length; k += 4) if (d[k] > 200 && d[k + 1] < 40 && d[k + 2] < 40 && d[k + 3] > 200) n++;
+      return n;
+    });
+    const before = await reds();
+    await t.page.evaluate(() => {
+      for (const c of ['blue', 'green', 'yellow', 'orange', 'red']) {
+        document.documentElement.style.setProperty(`--vscode-charts-${c}`, '#ff0000');
+      }
+    });
+    await t.send({ type: 'theme' });
+    await settle(t);
+    const afterTheme = await reds();
+    assert.ok(afterTheme > before + 1000, `marks repainted in the new colours: ${before} → ${afterTheme}`);
+    await clean(t);
+    await t.page.close();
+
+    // 100,000 faults, generated in the page (sending them over the devtools protocol is slow).
     const p = await openPanel(browser.context, server.origin, 'dark');
-    await feed(p, big, 20000);
+    await p.page.evaluate(`{ const ev = (${genSession.toString()})(100000, 3);
+      for (let i = 0; i < ev.length; i += 20000) window.postMessage({ type: 'events', batch: ev.slice(i, i + 20000) }, '*'); }`);
+    await p.page.waitForFunction(() => window.__timeline.stats().events === 100000, null, { timeout: 30000 });
+    await settle(p);
     const s = await p.stats();
     assert.equal(s.drawn.mode, 'image');
-    assert.equal(s.drawn.visible, big.filter((e) => e.event === 'fault').length);
+    assert.equal(s.drawn.visible, 100000);
     const px = await saturatedPerBand(p);
     assert.ok(px[0] > 2000 && px[2] > 2000 && px[1] === 0, `image mode draws in the right bands: ${px}`);
     await p.page.screenshot({ path: path.join(artifacts, 'webview-100k.png') });
