@@ -6,11 +6,17 @@ import * as vscode from 'vscode';
 import { fromPanelProblem, isFromPanel, ToPanel, toPanelProblem } from '../webview/messages';
 import { panelHtml } from '../webview/panelHtml';
 
+const MAX_HISTORY = 1_000_000;
+
 export class TimelinePanel {
   private static panels = new Map<string, TimelinePanel>();
   private readonly disposables: vscode.Disposable[] = [];
-  /** Batches that arrived before the panel said it was ready. */
-  private queue: ToPanel[] = [];
+  /**
+   * Every event batch of the session (up to MAX_HISTORY events), so a panel that (re)loads gets
+   * `reset` and the whole session on its `ready`: the panel keeps only small sessions itself.
+   */
+  private history: ToPanel[] = [];
+  private historyEvents = 0;
   private ready = false;
 
   static forSession(session: vscode.DebugSession): TimelinePanel | undefined {
@@ -39,7 +45,8 @@ export class TimelinePanel {
     const dist = vscode.Uri.joinPath(context.extensionUri, 'dist');
     const media = vscode.Uri.joinPath(context.extensionUri, 'media');
     this.panel = vscode.window.createWebviewPanel('uffd-debug.timeline', `Faults: ${session.name}`,
-      { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true },
+      // Its own editor group: source editors opened on stops go to the active (first) one.
+      { viewColumn: vscode.ViewColumn.Two, preserveFocus: true },
       // Kept alive while hidden: rebuilding a million-event view from a replay costs more
       // than the page's memory.
       { enableScripts: true, retainContextWhenHidden: true, localResourceRoots: [dist, media] });
@@ -62,8 +69,16 @@ export class TimelinePanel {
       this.log.appendLine(`timeline: not sending an invalid message (${problem})`);
       return;
     }
+    if (m.type === 'events') {
+      if (this.historyEvents + m.batch.length <= MAX_HISTORY) {
+        this.history.push(m);
+        this.historyEvents += m.batch.length;
+      } else if (this.historyEvents < MAX_HISTORY) {
+        this.historyEvents = MAX_HISTORY;
+        this.log.appendLine(`timeline: more than ${MAX_HISTORY} events; a reloaded panel will show the first ${MAX_HISTORY} only`);
+      }
+    }
     if (this.ready) void this.panel.webview.postMessage(m);
-    else this.queue.push(m);
   }
 
   private async onMessage(m: unknown): Promise<void> {
@@ -74,8 +89,8 @@ export class TimelinePanel {
     switch (m.type) {
       case 'ready': {
         this.ready = true;
-        for (const q of this.queue) void this.panel.webview.postMessage(q);
-        this.queue = [];
+        void this.panel.webview.postMessage({ type: 'reset' } satisfies ToPanel);
+        for (const q of this.history) void this.panel.webview.postMessage(q);
         break;
       }
       case 'selectThread':

@@ -24,7 +24,7 @@ function testFiles(dir) {
 
 try {
   step('type-check', 'npx', ['tsc', '--noEmit', '-p', '.']);
-  step('lint', 'npx', ['eslint', '--no-error-on-unmatched-pattern', 'extension', 'server', 'test', 'scripts', 'bench']);
+  step('lint', 'npx', ['eslint', '--no-error-on-unmatched-pattern', 'extension', 'server', 'webview', 'test', 'scripts', 'bench']);
   step('build', 'node', ['scripts/build.mjs']);
 } catch {
   process.exit(1);

@@ -210,6 +210,19 @@ async function stopCodeServer({ child, exited }) {
   liveGroups.delete(child.pid);
 }
 
+/** The frame of the timeline webview: the one that has the panel's test hook. */
+async function timelineFrame(page, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    for (const f of page.frames()) {
+      const has = await f.evaluate(() => typeof window.__timeline === 'object').catch(() => false);
+      if (has) return f;
+    }
+    await delay(250);
+  }
+  throw new Error(`no timeline webview appeared within ${timeoutMs / 1000} s`);
+}
+
 function workbenchUrl(baseUrl, port, workspace) {
   const remote = (file) => `vscode-remote://127.0.0.1:${port}${file}`;
   const payload = [
@@ -285,6 +298,26 @@ test('real VS Code: the debugger pauses on a page fault, shows it, and runs the 
     })();
     await Promise.race([pausedUi, suiteEndedEarly, cancelled]);
     await page.screenshot({ path: path.join(artifactsDir, 'vscode-stopped-on-fault.png') });
+
+    // The fault timeline opened with the session and shows the held fault; a click on it selects
+    // its thread in the debugger (the suite inside checks the adapter's answer).
+    const heldSeq = Number(/page fault #(\d+)/.exec(await page.locator('.debug-call-stack').innerText())?.[1]);
+    assert.ok(heldSeq > 0, 'the call stack names the held fault');
+    const panel = await Promise.race([timelineFrame(page, 60_000), cancelled]);
+    // A stop opens a source editor, which may cover the panel: bring its tab to the front.
+    await page.locator('.tab', { hasText: 'Faults: uffd: touch demo' }).first().click({ timeout: 30_000 });
+    await panel.waitForFunction((seq) => window.__timeline.stats().pending >= 1 &&
+      window.__timeline.pixelOf(seq) !== null, heldSeq, { timeout: 30_000 });
+    const stats = await panel.evaluate(() => window.__timeline.stats());
+    assert.ok(stats.events >= 1 && stats.lanes.length >= 1, `the panel shows faults in lanes: ${JSON.stringify(stats.kinds)}`);
+    const at = await panel.evaluate((seq) => {
+      const p = window.__timeline.pixelOf(seq);
+      const r = document.getElementById('chart').getBoundingClientRect();
+      return { x: p.x - r.left, y: p.y - r.top };
+    }, heldSeq);
+    await panel.locator('#chart').click({ position: at });
+    await panel.waitForFunction((seq) => window.__timeline.stats().selected === seq, heldSeq, { timeout: 10_000 });
+    await page.screenshot({ path: path.join(artifactsDir, 'vscode-timeline.png') });
     writeFileSync(path.join(e2eDir, 'screenshot.done'), `${new Date().toISOString()}\n`);
 
     const code = await Promise.race([suiteExit, cancelled, timeout(SUITE_TIMEOUT_MS, 'codeAutomationExit from the extension host')]);

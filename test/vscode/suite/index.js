@@ -113,6 +113,14 @@ async function run() {
     await waitFor(`${screenshotDone} (the outer test's screenshot)`, () => fs.existsSync(screenshotDone));
     log('screenshot done; continuing');
 
+    // The outer test clicked the held fault in the timeline panel: the panel asked for its thread
+    // (uffd/selectThread), and the adapter showed that thread's stop again.
+    const stoppedCount = adapter.messages.filter(isEvent('stopped')).length;
+    const reselected = await adapter.waitFor('a second stop on the same thread after the click in the timeline',
+      (m) => isEvent('stopped')(m) && m.body?.threadId === stopped.body.threadId &&
+        adapter.messages.filter(isEvent('stopped')).indexOf(m) >= 1, 30_000);
+    log(`timeline click selected thread ${reselected.body.threadId} (${stoppedCount} stops seen)`);
+
     await vscode.commands.executeCommand('workbench.action.debug.continue');
     const ended = await adapter.waitFor("an 'exited' or 'terminated' event after continue",
       (m) => isEvent('exited')(m) || isEvent('terminated')(m));
