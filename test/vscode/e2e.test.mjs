@@ -2,6 +2,7 @@
 // (through playwright-core), and the extension under development runs in a real extension host.
 // The suite inside the host (test/vscode/suite/index.js) starts a debug session of the demo; this
 // side waits for the paused UI, screenshots it, and tells the suite to go on through $E2E_DIR.
+/* global window, document */  // page.evaluate callbacks run in the browser
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
