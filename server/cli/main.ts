@@ -1,10 +1,14 @@
 // uffd-debug: the headless front end. Runs a program under the helper with every fault resolved
 // by policy, prints faults as they happen (to stderr, like strace; the program's own output is
 // untouched on stdout), and a summary at the end.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import * as path from 'node:path';
 import { FaultSession } from '../core/session';
 import { formatSummary, SummaryCollector } from '../core/summary';
 import { FaultEvent } from '../protocol/messages';
+import { TimelineEvent } from '../../webview/messages';
+import { reportHtml } from '../../webview/report';
 
 const USAGE = `usage: uffd-debug run [options] -- PROGRAM [ARGS...]
 
@@ -16,11 +20,12 @@ options:
   --quiet         print only the summary
   --lines N       fault lines printed per second before switching to rate lines (default 20)
   --cwd DIR       working directory of the program (default: current directory)
+  --report FILE   write the fault timeline as one self-contained HTML file
   -h, --help      this text
 
 Needs root, or read/write access to /dev/userfaultfd and ptrace permission (see README).`;
 
-interface Options { quiet: boolean; lines: number; cwd: string; program: string; args: string[] }
+interface Options { quiet: boolean; lines: number; cwd: string; program: string; args: string[]; report: string | null }
 
 function parseArgs(argv: string[]): Options {
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
@@ -28,7 +33,7 @@ function parseArgs(argv: string[]): Options {
     process.exit(argv.length === 0 ? 2 : 0);
   }
   if (argv[0] !== 'run') fail(`unknown command '${argv[0]}'`);
-  const o: Options = { quiet: false, lines: 20, cwd: process.cwd(), program: '', args: [] };
+  const o: Options = { quiet: false, lines: 20, cwd: process.cwd(), program: '', args: [], report: null };
   let i = 1;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -36,6 +41,7 @@ function parseArgs(argv: string[]): Options {
     if (a === '--quiet') o.quiet = true;
     else if (a === '--lines') o.lines = Number(argv[++i]);
     else if (a === '--cwd') o.cwd = argv[++i];
+    else if (a === '--report') o.report = argv[++i] ?? fail('--report takes a file name');
     else if (a === '-h' || a === '--help') { console.log(USAGE); process.exit(0); }
     else if (a.startsWith('-')) fail(`unknown option '${a}'`);
     else break;
@@ -66,6 +72,12 @@ async function main(): Promise<number> {
   if (process.env.UFFD_DEBUG_LOG) session.on('log', (l) => err(l));
 
   let collector: SummaryCollector | null = null;
+  const timeline: TimelineEvent[] = [];
+  if (o.report) {
+    session.on('fault', ({ type: _t, ...f }) => timeline.push(f));
+    session.on('resolved', ({ type: _t, ...r }) => timeline.push(r));
+    session.on('region', (region) => timeline.push({ event: 'region', action: 'add', region }));
+  }
   let t0 = -1;
   let window = 0;
   let suppressed = 0;
@@ -92,6 +104,7 @@ async function main(): Promise<number> {
   try {
     const info = await session.launch({ program: o.program, args: o.args, cwd: o.cwd, stream: 'all' });
     collector = new SummaryCollector([...info.regions]);
+    timeline.unshift(...info.regions.map((region): TimelineEvent => ({ event: 'region', action: 'add', region })));
     if (!o.quiet) err(`uffd: pid ${info.pid}, userfaultfd via ${info.uffdSource}, ${info.regions.length} regions registered`);
     await session.start();
     const ex = await exited;
@@ -99,6 +112,7 @@ async function main(): Promise<number> {
     if (suppressed > 0) err(`uffd: ... ${suppressed} more faults`);
     const how = ex.signal ? `killed by ${ex.signal}` : `exit code ${ex.code}`;
     err(formatSummary(collector.summary(), how));
+    if (o.report) writeReport(o, timeline);
     return ex.signal ? 128 + signalNumber(ex.signal) : (ex.code ?? 1);
   } catch (e) {
     clearInterval(ticker);
@@ -107,6 +121,15 @@ async function main(): Promise<number> {
   } finally {
     await session.dispose();
   }
+}
+
+function writeReport(o: Options, events: TimelineEvent[]): void {
+  // dist/cli.js sits beside dist/webview.js; the style is in media/.
+  const script = readFileSync(path.join(__dirname, 'webview.js'), 'utf8');
+  const style = readFileSync(path.join(__dirname, '..', 'media', 'timeline.css'), 'utf8');
+  const title = `uffd-debug: ${path.basename(o.program)} ${o.args.join(' ')}`.trim();
+  writeFileSync(o.report!, reportHtml({ title, script, style, events }));
+  process.stderr.write(`uffd: timeline report (${events.length} events) written to ${o.report}\n`);
 }
 
 function signalNumber(name: string): number {
