@@ -3,7 +3,11 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <time.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -17,7 +21,12 @@
 #include "uffd.h"
 
 #define MSG_BATCH 64
-#define EAGAIN_RETRIES 8
+/* ~100 ms of EAGAIN_PAUSE_NS pauses: an event in flight (see eagain_pause) */
+#define EAGAIN_RETRIES 1000
+#define EAGAIN_PAUSE_NS 50000L
+/* an automatic resolution that gets EAGAIN is retried from the timer: 100 us later, ~1 s */
+#define EAGAIN_DEFER_NS 100000ULL
+#define EAGAIN_DEFER_MAX 10000
 #define MAX_RESOLVE_BYTES (64ULL << 20)
 #define OP_DONTWAKE 1	/* leave threads blocked on the range asleep */
 #define OP_WP 2		/* map copies write-protected: the page had the uffd-wp bit */
@@ -27,6 +36,15 @@ struct held {
 	enum fault_kind kind;
 	int write;
 	pid_t tid;
+	int fd;		/* the userfaultfd it came from: the program's or a followed child's */
+	unsigned eagain;	/* automatic resolutions deferred by EAGAIN so far */
+	pid_t pid;	/* the followed child it happened in; 0: the program */
+};
+
+/* A child followed after UFFD_EVENT_FORK (followForks): its own userfaultfd and a pidfd. */
+struct kid {
+	int fd, pidfd;
+	pid_t pid;
 };
 
 /* A fault waiting for its policy delay before auto-resolution. */
@@ -54,13 +72,34 @@ static int timer_fd = -1;
 static uint64_t seq_next = 1, nr_faults[K_NR], nr_resolved, nr_read_ahead, every_count;
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static int zero_was_copy;	/* the last zero_op fell back to UFFDIO_COPY */
+static int op_fd = -1;		/* the userfaultfd the ioctls of the fault in hand go to */
+static struct kid kids[FAULTS_MAX_KIDS];
+static size_t nr_kids;
+static pid_t kids_seen[64];	/* pids ever followed, never taken for a new child again */
+static size_t nr_kids_seen;
 
-static int page_held(uint64_t page)
+/* A fault message read while waiting out an event in flight, handled after in order. */
+struct backlog_msg {
+	struct uffd_msg m;
+	uint64_t t;
+	int fd;
+	pid_t pid;
+};
+
+static struct backlog_msg *backlog;
+static size_t nr_backlog, backlog_head, cap_backlog;
+static int backlogging;	/* inside eagain_pause's read: fault messages go to the backlog */
+
+static void resolved_event(const struct held *h, const char *ioctl_name, uint64_t t_end);
+static int pend_insert(const struct held *h, uint64_t deadline);
+static void handle_fault(const struct uffd_msg *m, uint64_t t, int fd, pid_t pid);
+
+static int page_held(uint64_t page, int fd)
 {
 	size_t i;
 
 	for (i = 0; i < nr_held; i++)
-		if (held[i].page == page)
+		if (held[i].page == page && held[i].fd == fd)
 			return 1;
 	return 0;
 }
@@ -122,12 +161,12 @@ static const void *zeros(uint64_t len)
 static int zero_op(uint64_t page, uint64_t psize, int flags)
 {
 	zero_was_copy = 0;
-	if (!(flags & OP_WP) && !uffd_zero(sess.uffd, page, psize, flags & OP_DONTWAKE))
+	if (!(flags & OP_WP) && !uffd_zero(op_fd, page, psize, flags & OP_DONTWAKE))
 		return 0;
 	if (!(flags & OP_WP) && errno != EEXIST)
 		return -1;
 	zero_was_copy = 1;
-	return uffd_copy(sess.uffd, page, zeros(psize), psize, flags & OP_DONTWAKE,
+	return uffd_copy(op_fd, page, zeros(psize), psize, flags & OP_DONTWAKE,
 			 flags & OP_WP);
 }
 
@@ -145,20 +184,20 @@ static int do_op(enum resolve_how how, uint64_t dst, uint64_t len, const void *s
 			errno = ENOMEM;
 			return -1;
 		}
-		return uffd_copy(sess.uffd, dst, src, len, dontwake, flags & OP_WP);
+		return uffd_copy(op_fd, dst, src, len, dontwake, flags & OP_WP);
 	case HOW_ZERO:
 		return len == PAGE_SZ ? zero_op(dst, len, flags) :
-		       uffd_zero(sess.uffd, dst, len, dontwake);
+		       uffd_zero(op_fd, dst, len, dontwake);
 	case HOW_CONTINUE:
-		return uffd_continue(sess.uffd, dst, len, dontwake);
+		return uffd_continue(op_fd, dst, len, dontwake);
 	case HOW_UNPROTECT:
-		return uffd_writeprotect(sess.uffd, dst, len, 0, dontwake);
+		return uffd_writeprotect(op_fd, dst, len, 0, dontwake);
 	case HOW_MOVE:
-		return uffd_move(sess.uffd, dst, from, len, dontwake);
+		return uffd_move(op_fd, dst, from, len, dontwake);
 	case HOW_POISON:
-		return uffd_poison(sess.uffd, dst, len, dontwake);
+		return uffd_poison(op_fd, dst, len, dontwake);
 	default:
-		return uffd_wake_range(sess.uffd, dst, len);
+		return uffd_wake_range(op_fd, dst, len);
 	}
 }
 
@@ -169,12 +208,75 @@ static int do_op(enum resolve_how how, uint64_t dst, uint64_t len, const void *s
  */
 static int missing_flags(enum fault_kind kind, uint64_t page)
 {
-	return kind == K_MISSING && mem_wp_marked(page) ? OP_WP : 0;
+	/* the marker is read from the program's pagemap: not for a child's fault */
+	return kind == K_MISSING && op_fd == sess.uffd && mem_wp_marked(page) ? OP_WP : 0;
+}
+
+/*
+ * An ioctl failed with EAGAIN: a non-cooperative event (fork, mremap, madvise, munmap) is in
+ * flight on this userfaultfd (the kernel's mmap_changing), and its thread waits for the
+ * helper to read the event. So: read what is queued on fd (not from inside such a read),
+ * give that thread a moment to finish, and let the caller retry.
+ */
+static void eagain_pause(int fd)
+{
+	struct timespec ts = { 0, EAGAIN_PAUSE_NS };
+	int saved = op_fd, was_copy = zero_was_copy;
+
+	if (!backlogging) {	/* the kernel delivers events once no fault is pending */
+		backlogging = 1;
+		faults_read(fd);
+		backlogging = 0;
+	}
+	op_fd = saved;
+	zero_was_copy = was_copy;
+	nanosleep(&ts, NULL);
+}
+
+static int backlog_push(const struct uffd_msg *m, uint64_t t, int fd, pid_t pid)
+{
+	if (nr_backlog == cap_backlog) {
+		size_t cap = cap_backlog ? cap_backlog * 2 : 64;
+		struct backlog_msg *n = realloc(backlog, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		backlog = n;
+		cap_backlog = cap;
+	}
+	backlog[nr_backlog++] = (struct backlog_msg){ .m = *m, .t = t, .fd = fd, .pid = pid };
+	return 0;
+}
+
+/* Handles the faults read while an event was in flight, in the order read. */
+static void backlog_drain(void)
+{
+	if (backlogging)
+		return;
+	while (backlog_head < nr_backlog) {
+		struct backlog_msg b = backlog[backlog_head++];
+
+		handle_fault(&b.m, b.t, b.fd, b.pid);
+	}
+	nr_backlog = backlog_head = 0;
+}
+
+/* Forgets the backlog of one userfaultfd (-1: all). */
+static void backlog_forget(int fd)
+{
+	size_t i, j;
+
+	for (i = backlog_head, j = backlog_head; i < nr_backlog; i++)
+		if (fd >= 0 && backlog[i].fd != fd)
+			backlog[j++] = backlog[i];
+	nr_backlog = j;
 }
 
 /*
  * One page, idempotently, for automatic resolution: EEXIST (already mapped, e.g. by an
- * earlier message for the same page) is success after a wake; EAGAIN is retried.
+ * earlier message for the same page) is success after a wake; EAGAIN (an event in flight)
+ * is retried after reading the queued messages (eagain_pause), for ~100 ms; then the caller
+ * defers the fault to the timer.
  */
 static int auto_resolve(const struct held *h, enum resolve_how how)
 {
@@ -184,12 +286,14 @@ static int auto_resolve(const struct held *h, enum resolve_how how)
 		if (!do_op(how, h->page, h->psize, NULL, 0, missing_flags(h->kind, h->page)))
 			return 0;
 		if (errno == EEXIST) {
-			if (uffd_wake_range(sess.uffd, h->page, h->psize) && errno != ENOENT)
-				pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, sess.uffd);
+			if (uffd_wake_range(op_fd, h->page, h->psize) && errno != ENOENT)
+				pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, op_fd);
 			return 0;
 		}
-		if (errno != EAGAIN || i >= EAGAIN_RETRIES)
+		/* a fault deferred to the timer already waited: one try per expiry */
+		if (errno != EAGAIN || i >= (h->eagain ? 0 : EAGAIN_RETRIES))
 			return -1;
+		eagain_pause(h->fd);
 	}
 }
 
@@ -211,6 +315,10 @@ static void fault_event(const struct held *h, int is_held, const char *ioctl_nam
 	jb_puts(&out, kind_names[h->kind]);
 	jb_puts(&out, "\",\"tid\":");
 	jb_u64(&out, (uint64_t)h->tid);
+	if (h->pid) {
+		jb_puts(&out, ",\"pid\":");
+		jb_u64(&out, (uint64_t)h->pid);
+	}
 	if (h->psize != PAGE_SZ) {
 		jb_puts(&out, ",\"pageSize\":");
 		jb_u64(&out, h->psize);
@@ -237,7 +345,7 @@ static void read_ahead(const struct held *h, enum resolve_how how)
 
 	for (i = 1; i < policy.read_ahead; i++) {
 		p = h->page + i * h->psize;
-		if (page_held(p) || page_pending(p))
+		if (page_held(p, op_fd) || page_pending(p))
 			continue;
 		if (do_op(how, p, h->psize, NULL, 0, OP_DONTWAKE | missing_flags(K_MISSING, p))) {
 			if (errno == EEXIST)
@@ -253,14 +361,23 @@ static void auto_finish(const struct held *h)
 {
 	enum resolve_how how = default_how(h);
 
+	op_fd = h->fd;
 	/* the following pages first: once woken, the thread would race the read-ahead */
 	if (h->kind == K_MISSING && policy.read_ahead > 1)
 		read_ahead(h, how);
 	if (auto_resolve(h, how)) {
+		if (errno == EAGAIN && h->eagain < EAGAIN_DEFER_MAX) {
+			struct held d = *h;
+
+			d.eagain++;
+			if (!pend_insert(&d, now_ns() + EAGAIN_DEFER_NS))
+				return;
+			errno = EAGAIN;
+		}
 		pr_perror("pid %d: %s of page %#" PRIx64 " for tid %d on fd %d failed; waking the "
-			  "thread", sess.pid, how_ioctls[how], h->page, h->tid, sess.uffd);
-		if (uffd_wake_range(sess.uffd, h->page, h->psize))
-			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, sess.uffd);
+			  "thread", sess.pid, how_ioctls[how], h->page, h->tid, op_fd);
+		if (uffd_wake_range(op_fd, h->page, h->psize))
+			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, op_fd);
 	} else {
 		nr_resolved++;
 	}
@@ -278,8 +395,9 @@ static void hold(const struct held *h)
 		if (!n) {
 			/* cannot keep it: let the thread go rather than block it forever */
 			pr_perror("cannot hold fault %" PRIu64 " of tid %d", h->seq, h->tid);
+			op_fd = h->fd;
 			if (auto_resolve(h, default_how(h)))
-				uffd_wake_range(sess.uffd, h->page, h->psize);
+				uffd_wake_range(op_fd, h->page, h->psize);
 			return;
 		}
 		held = n;
@@ -324,6 +442,17 @@ static void timer_arm(void)
 static int pend_add(const struct held *h)
 {
 	uint64_t span = policy.delay_max_us - policy.delay_min_us, us;
+
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	us = policy.delay_min_us + (span ? rng % (span + 1) : 0);
+	return pend_insert(h, h->t + us * 1000);
+}
+
+/* Into the deadline-ordered list served by the timerfd. */
+static int pend_insert(const struct held *h, uint64_t deadline)
+{
 	size_t i;
 
 	if (faults_timer_fd() < 0)
@@ -337,13 +466,9 @@ static int pend_add(const struct held *h)
 		pend = n;
 		cap_pend = cap;
 	}
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	us = policy.delay_min_us + (span ? rng % (span + 1) : 0);
-	for (i = nr_pend; i > 0 && pend[i - 1].deadline > h->t + us * 1000; i--)
+	for (i = nr_pend; i > 0 && pend[i - 1].deadline > deadline; i--)
 		pend[i] = pend[i - 1];
-	pend[i] = (struct pend){ .h = *h, .deadline = h->t + us * 1000 };
+	pend[i] = (struct pend){ .h = *h, .deadline = deadline };
 	nr_pend++;
 	if (i == 0)
 		timer_arm();
@@ -352,20 +477,23 @@ static int pend_add(const struct held *h)
 
 void faults_timer_fire(void)
 {
+	static struct pend due[64];
 	uint64_t expirations, now = now_ns();
 	size_t n = 0, i;
 
 	if (timer_fd >= 0 && read(timer_fd, &expirations, sizeof(expirations)) < 0 &&
 	    errno != EAGAIN)
 		pr_perror("read from timerfd %d", timer_fd);
-	while (n < nr_pend && pend[n].deadline <= now)
+	while (n < nr_pend && n < sizeof(due) / sizeof(due[0]) && pend[n].deadline <= now)
 		n++;
-	/* in deadline order; auto_finish may not touch pend[] */
-	for (i = 0; i < n; i++)
-		if (sess.uffd >= 0)
-			auto_finish(&pend[i].h);
+	/* out of the list first: auto_finish may defer a fault into it again (EAGAIN) */
+	memcpy(due, pend, n * sizeof(*pend));
 	memmove(pend, pend + n, (nr_pend - n) * sizeof(*pend));
 	nr_pend -= n;
+	for (i = 0; i < n; i++)	/* in deadline order; the rest at the next expiry */
+		if (due[i].h.pid || sess.uffd >= 0)	/* a child's pend is dropped with it */
+			auto_finish(&due[i].h);
+	backlog_drain();
 	timer_arm();
 }
 
@@ -397,7 +525,7 @@ static int want_hold(const struct held *h)
 	return 1;
 }
 
-static void handle_fault(const struct uffd_msg *m, uint64_t t)
+static void handle_fault(const struct uffd_msg *m, uint64_t t, int fd, pid_t pid)
 {
 	uint64_t flags = m->arg.pagefault.flags, addr = m->arg.pagefault.address;
 	struct held h = {
@@ -406,6 +534,8 @@ static void handle_fault(const struct uffd_msg *m, uint64_t t)
 		.t = t,
 		.write = !!(flags & UFFD_PAGEFAULT_FLAG_WRITE),
 		.tid = m->arg.pagefault.feat.ptid,
+		.fd = fd,
+		.pid = pid,
 	};
 
 	h.psize = mem_page_size(addr);
@@ -418,7 +548,7 @@ static void handle_fault(const struct uffd_msg *m, uint64_t t)
 		h.kind = K_MISSING;
 	nr_faults[h.kind]++;
 
-	if (want_hold(&h) || page_held(h.page)) {
+	if (want_hold(&h) || page_held(h.page, h.fd)) {
 		policy.hold_next = 0;
 		hold(&h);
 		return;
@@ -428,19 +558,332 @@ static void handle_fault(const struct uffd_msg *m, uint64_t t)
 	auto_finish(&h);
 }
 
+#define MAX_READ_NS 2000000ULL
+
+/* ---- non-cooperative events: fork, remap, remove, unmap ------------------------------ */
+
+static struct kid *kid_by_fd(int fd)
+{
+	size_t i;
+
+	for (i = 0; i < nr_kids; i++)
+		if (kids[i].fd == fd)
+			return &kids[i];
+	return NULL;
+}
+
+static int kid_seen(pid_t pid)
+{
+	size_t i;
+
+	for (i = 0; i < nr_kids_seen && i < sizeof(kids_seen) / sizeof(kids_seen[0]); i++)
+		if (kids_seen[i] == pid)
+			return 1;
+	return 0;
+}
+
+/* starttime (clock ticks since boot) of a process, or -1 (gone, or a zombie). */
+static long long proc_start_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	long long st = -1;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ' || p[2] == 'Z')
+		return -1;
+	/* field 3 is the state, right after ") "; starttime is field 22 */
+	for (field = 2; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	if (field == 22)
+		st = strtoll(p, NULL, 10);
+	return st;
+}
+
+/*
+ * The pid of the child whose fork event was just read. The event carries only the child's
+ * userfaultfd; the forking thread, released by the read, then gives the child its pid and
+ * start time. So: the newest child of parent (any thread) started no earlier than the event
+ * (less a margin for the clock tick), never followed before. Waits up to 200 ms for it.
+ */
+static pid_t fork_child_pid(pid_t parent)
+{
+	long tick_ns = 1000000000L / sysconf(_SC_CLK_TCK);
+	struct timespec bt, nap = { 0, 200000 };
+	long long min_ticks, best_st = -1;
+	pid_t best = 0;
+	int tries;
+
+	clock_gettime(CLOCK_BOOTTIME, &bt);
+	min_ticks = ((long long)bt.tv_sec * 1000000000LL + bt.tv_nsec - 20000000LL) / tick_ns;
+	for (tries = 0; tries < 1000 && !best; tries++) {
+		char path[64], line[4096];
+		struct dirent *de;
+		DIR *d;
+
+		if (tries)
+			nanosleep(&nap, NULL);
+		snprintf(path, sizeof(path), "/proc/%d/task", parent);
+		d = opendir(path);
+		if (!d)
+			return 0;
+		while ((de = readdir(d))) {
+			char *tok, *save;
+			ssize_t n;
+			int fd;
+
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/task/%.16s/children", parent,
+				 de->d_name);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			n = read(fd, line, sizeof(line) - 1);
+			close(fd);
+			if (n <= 0)
+				continue;
+			line[n] = 0;
+			for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+				pid_t c = (pid_t)atoi(tok);
+				long long st;
+
+				if (c <= 0 || kid_seen(c))
+					continue;
+				st = proc_start_ticks(c);
+				if (st < min_ticks)
+					continue;
+				if (st > best_st || (st == best_st && c > best)) {
+					best_st = st;
+					best = c;
+				}
+			}
+		}
+		closedir(d);
+	}
+	return best;
+}
+
+/* Wire format: {"type":"event","event":"nc","what":"fork|remap|remove|unmap","t":ns,...} */
+static void nc_begin(const char *what, uint64_t t)
+{
+	ev_begin("nc");
+	jb_puts(&out, ",\"what\":");
+	jb_str(&out, what);
+	jb_puts(&out, ",\"t\":");
+	jb_u64(&out, t);
+}
+
+static void nc_source(pid_t source)
+{
+	if (source) {
+		jb_puts(&out, ",\"source\":");
+		jb_u64(&out, (uint64_t)source);
+	}
+}
+
+/* Wire format: {"type":"event","event":"region","action":"add|remove","region":Region} */
+static void region_event(const char *action, uint64_t start, uint64_t end, const char *via)
+{
+	ev_begin("region");
+	jb_puts(&out, ",\"action\":");
+	jb_str(&out, action);
+	jb_puts(&out, ",\"region\":{\"start\":");
+	jb_hex(&out, start);
+	jb_puts(&out, ",\"end\":");
+	jb_hex(&out, end);
+	jb_puts(&out, ",\"via\":");
+	jb_str(&out, via);
+	jb_puts(&out, "}");
+	ev_end();
+}
+
+static void nc_fork(const struct uffd_msg *m, uint64_t t, pid_t source)
+{
+	int ufd = (int)m->arg.fork.ufd, pidfd = -1;
+	pid_t parent = source ? source : sess.pid, child;
+
+	child = fork_child_pid(parent);
+	if (fcntl(ufd, F_SETFL, O_NONBLOCK) || fcntl(ufd, F_SETFD, FD_CLOEXEC))
+		pr_perror("fork of pid %d: cannot make the child's userfaultfd %d non-blocking",
+			  parent, ufd);
+	if (child > 0) {
+		kids_seen[nr_kids_seen++ % (sizeof(kids_seen) / sizeof(kids_seen[0]))] = child;
+		pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+		if (pidfd < 0)
+			pr_perror("fork of pid %d: pidfd_open of child %d", parent, child);
+	} else {
+		pr_warn("fork of pid %d: the child's pid was not found; its userfaultfd %d is "
+			"closed (the child runs unwatched)", parent, ufd);
+	}
+	if (pidfd >= 0 && nr_kids == FAULTS_MAX_KIDS) {
+		pr_warn("fork of pid %d: already following %d children; child %d runs unwatched "
+			"(userfaultfd %d closed)", parent, FAULTS_MAX_KIDS, child, ufd);
+		close(pidfd);
+		pidfd = -1;
+	}
+	if (pidfd >= 0) {
+		kids[nr_kids++] = (struct kid){ .fd = ufd, .pidfd = pidfd, .pid = child };
+		pr_info("following child %d of pid %d on userfaultfd %d", child, parent, ufd);
+	} else {
+		close(ufd);	/* the kernel unregisters the child's ranges and wakes it */
+	}
+	nc_begin("fork", t);
+	jb_puts(&out, ",\"pid\":");
+	if (child > 0)
+		jb_u64(&out, (uint64_t)child);
+	else
+		jb_puts(&out, "null");
+	jb_puts(&out, pidfd >= 0 ? ",\"followed\":true" : ",\"followed\":false");
+	nc_source(source);
+	ev_end();
+}
+
+/*
+ * Faults of fd held or delayed in [start, end) whose memory went away (munmap, or moved
+ * by mremap): their threads are woken (they retry, and find no mapping) and the faults
+ * dropped, reported with ioctl `why`.
+ */
+static void drop_range(int fd, uint64_t start, uint64_t end, const char *why, uint64_t t)
+{
+	size_t k, j;
+
+	op_fd = fd;
+	for (k = 0; k < nr_held;) {
+		struct held h = held[k];
+
+		if (h.fd != fd || h.page + h.psize <= start || h.page >= end) {
+			k++;
+			continue;
+		}
+		if (uffd_wake_range(fd, h.page, h.psize) && errno != ENOENT)
+			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h.page, fd);
+		held[k] = held[--nr_held];
+		resolved_event(&h, why, t);
+	}
+	for (k = 0, j = 0; k < nr_pend; k++) {
+		struct held *h = &pend[k].h;
+
+		if (h->fd != fd || h->page + h->psize <= start || h->page >= end) {
+			pend[j++] = pend[k];
+			continue;
+		}
+		if (uffd_wake_range(fd, h->page, h->psize) && errno != ENOENT)
+			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, fd);
+		if (policy.stream == STREAM_ALL)
+			fault_event(h, 0, why, t - h->t);
+	}
+	if (j != nr_pend) {
+		nr_pend = j;
+		timer_arm();
+	}
+}
+
+static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
+{
+	uint64_t start, end;
+
+	switch (m->event) {
+	case UFFD_EVENT_FORK:
+		nc_fork(m, t, source);
+		return;
+	case UFFD_EVENT_REMAP:
+		start = m->arg.remap.from;
+		end = start + m->arg.remap.len;
+		nc_begin("remap", t);
+		jb_puts(&out, ",\"from\":");
+		jb_hex(&out, m->arg.remap.from);
+		jb_puts(&out, ",\"to\":");
+		jb_hex(&out, m->arg.remap.to);
+		jb_puts(&out, ",\"len\":");
+		jb_hex(&out, m->arg.remap.len);
+		nc_source(source);
+		ev_end();
+		drop_range(fd, start, end, "REMAPPED", t);
+		if (!source) {	/* the registration moved with the mapping */
+			region_event("remove", start, end, "remap");
+			region_event("add", m->arg.remap.to, m->arg.remap.to + m->arg.remap.len,
+				     "remap");
+		}
+		return;
+	case UFFD_EVENT_REMOVE:
+	case UFFD_EVENT_UNMAP:
+		start = m->arg.remove.start;
+		end = m->arg.remove.end;
+		nc_begin(m->event == UFFD_EVENT_UNMAP ? "unmap" : "remove", t);
+		jb_puts(&out, ",\"start\":");
+		jb_hex(&out, start);
+		jb_puts(&out, ",\"end\":");
+		jb_hex(&out, end);
+		nc_source(source);
+		ev_end();
+		/* remove (MADV_DONTNEED/REMOVE) keeps the mapping: held faults stay held */
+		if (m->event == UFFD_EVENT_UNMAP) {
+			drop_range(fd, start, end, "UNMAPPED", t);
+			if (!source)
+				region_event("remove", start, end, "unmap");
+		}
+		return;
+	default:
+		pr_warn("fd %d: unexpected userfaultfd event 0x%x ignored", fd, m->event);
+	}
+}
+
+/* A followed child is gone (or its userfaultfd unusable): close, drop its faults. */
+static void kid_release(size_t i)
+{
+	struct kid k = kids[i];
+	size_t j, n = 0;
+
+	for (j = 0; j < nr_held;)
+		if (held[j].fd == k.fd) {
+			held[j] = held[--nr_held];
+			n++;
+		} else {
+			j++;
+		}
+	for (j = 0; j < nr_pend;)
+		if (pend[j].h.fd == k.fd) {
+			memmove(pend + j, pend + j + 1, (nr_pend - j - 1) * sizeof(*pend));
+			nr_pend--;
+			n++;
+		} else {
+			j++;
+		}
+	backlog_forget(k.fd);
+	pr_info("child %d released (userfaultfd %d closed, %zu held or delayed faults "
+		"dropped)", k.pid, k.fd, n);
+	close(k.fd);
+	close(k.pidfd);
+	kids[i] = kids[--nr_kids];
+	timer_arm();
+}
+
 /*
  * Drains the fd: many messages per read, reads until EAGAIN. Bounded in time so ptrace
  * stops and requests get their turn, and cut short when a fault is held so the client
  * sees it at once. (Spinning on EAGAIN was tried: no measurable gain on this 2-vCPU VM,
- * since the woken thread may queue behind the spinner.)
+ * since the woken thread may queue behind the spinner.) Non-cooperative events block
+ * their thread until read: they are answered in the same batch, never held.
  */
-#define MAX_READ_NS 2000000ULL
-
 int faults_read(int uffd)
 {
 	struct uffd_msg msgs[MSG_BATCH];
 	uint64_t start = now_ns(), t;
 	size_t held_before = nr_held;
+	struct kid *k = kid_by_fd(uffd);
+	pid_t pid = k ? k->pid : 0;
 	int i;
 
 	for (;;) {
@@ -449,22 +892,62 @@ int faults_read(int uffd)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return 0;
-			pr_perror("read from userfaultfd %d of pid %d", uffd, sess.pid);
+			pr_perror("read from userfaultfd %d of pid %d", uffd, pid ? pid : sess.pid);
 			return -1;
 		}
 		if (n == 0)
 			return -1;
 		t = now_ns();
 		for (i = 0; i < (int)(n / sizeof(msgs[0])); i++) {
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				handle_fault(&msgs[i], t);
-			else
-				pr_warn("fd %d: unexpected userfaultfd event 0x%x ignored", uffd,
-					msgs[i].event);
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				nc_event(&msgs[i], t, uffd, pid);
+			else if (!backlogging || backlog_push(&msgs[i], t, uffd, pid))
+				handle_fault(&msgs[i], t, uffd, pid);
+			backlog_drain();
 		}
 		if (nr_held != held_before || t - start > MAX_READ_NS)
 			return 0;
 	}
+}
+
+void faults_pollfds(struct pollfd *pfd, int *n, int idx[FAULTS_PFD_NR])
+{
+	size_t i;
+
+	for (i = 0; i < FAULTS_PFD_NR; i++)
+		idx[i] = -1;
+	for (i = 0; i < nr_kids; i++) {
+		idx[2 * i] = *n;
+		pfd[(*n)++] = (struct pollfd){ .fd = kids[i].fd, .events = POLLIN };
+		idx[2 * i + 1] = *n;
+		pfd[(*n)++] = (struct pollfd){ .fd = kids[i].pidfd, .events = POLLIN };
+	}
+}
+
+void faults_ready(const struct pollfd *pfd, const int idx[FAULTS_PFD_NR])
+{
+	int gone[FAULTS_MAX_KIDS] = { 0 };
+	size_t i, n = nr_kids;
+
+	/* kids[] may grow while reading (a child forks): only the first n were polled */
+	for (i = 0; i < n && i < FAULTS_MAX_KIDS; i++) {
+		const struct pollfd *u = idx[2 * i] >= 0 ? &pfd[idx[2 * i]] : NULL;
+		const struct pollfd *p = idx[2 * i + 1] >= 0 ? &pfd[idx[2 * i + 1]] : NULL;
+
+		if (!u || !p || u->fd != kids[i].fd || p->fd != kids[i].pidfd)
+			continue;
+		if (u->revents & POLLIN && faults_read(kids[i].fd))
+			gone[i] = 1;
+		if (u->revents & (POLLERR | POLLNVAL))
+			gone[i] = 1;
+		if (p->revents) {
+			faults_read(kids[i].fd);	/* what it sent before exiting */
+			gone[i] = 1;
+		}
+	}
+	for (i = n; i-- > 0;)
+		if (gone[i])
+			kid_release(i);
 }
 
 /* ---- resolution by request ----------------------------------------------------------- */
@@ -484,6 +967,10 @@ static void resolved_event(const struct held *h, const char *ioctl_name, uint64_
 	jb_str(&out, ioctl_name);
 	jb_puts(&out, ",\"latencyNs\":");
 	jb_u64(&out, t_end - h->t);
+	if (h->pid) {
+		jb_puts(&out, ",\"pid\":");
+		jb_u64(&out, (uint64_t)h->pid);
+	}
 	ev_end();
 }
 
@@ -522,11 +1009,12 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 	size_t n = 0, k;
 	int err, r, tries;
 
-	if (sess.uffd < 0) {
+	if (!f.pid && sess.uffd < 0) {
 		if (id)
 			resp_err(id, "ESRCH", "the program is gone; its held faults are void");
 		return -1;
 	}
+	op_fd = f.fd;
 	if (s->keep) {
 		before = malloc(len);
 		if (before && mem_read(f.page, before, len)) {
@@ -546,19 +1034,20 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 		r = do_op(how, f.page, f.psize, s->src, s->from, missing_flags(f.kind, f.page));
 		if (!r || errno != EAGAIN || tries >= EAGAIN_RETRIES)
 			break;
+		eagain_pause(f.fd);
 	}
 	if (!r && how == HOW_ZERO && zero_was_copy)
 		ioctl_name = "UFFDIO_COPY";
 	if (r && errno == EEXIST && s->how == HOW_DEFAULT) {
 		/* the default is idempotent: already mapped counts as resolved, after a wake */
-		if (uffd_wake_range(sess.uffd, f.page, f.psize) && errno != ENOENT)
-			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", f.page, sess.uffd);
+		if (uffd_wake_range(op_fd, f.page, f.psize) && errno != ENOENT)
+			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", f.page, op_fd);
 		r = 0;
 	}
 	if (r) {
 		err = errno;
 		pr_perror("pid %d: %s of held page %#" PRIx64 " on fd %d failed", sess.pid,
-			  ioctl_name, f.page, sess.uffd);
+			  ioctl_name, f.page, op_fd);
 		if (id && how == HOW_MOVE && err == EINVAL)
 			resp_err(id, "EINVAL", "UFFDIO_MOVE of 0x%" PRIx64 " to page 0x%" PRIx64
 				 " failed (%s): the kernel only accepts moves issued from inside the "
@@ -572,7 +1061,7 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 				 ioctl_name, f.page, mem_errno_text(err), strerror(err));
 		if (err == ESRCH) {	/* nothing left to wake */
 			for (k = 0; k < nr_held;)
-				if (held[k].page == f.page)
+				if (held[k].page == f.page && held[k].fd == f.fd)
 					held[k] = held[--nr_held];
 				else
 					k++;
@@ -604,7 +1093,8 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 		abort();
 	}
 	for (k = 0; k < nr_held;) {
-		if (held[k].page >= f.page && held[k].page < f.page + done * f.psize) {
+		if (held[k].fd == f.fd && held[k].page >= f.page &&
+		    held[k].page < f.page + done * f.psize) {
 			woken[n++] = held[k];
 			held[k] = held[--nr_held];
 		} else {
@@ -800,6 +1290,7 @@ void faults_cmd_resolve(int64_t id, const struct jval *req)
 		s.src = src;
 	}
 	resolve_held(i, &s, id, NULL);
+	backlog_drain();	/* faults read while waiting out an event: after the response */
 	free(src);
 }
 
@@ -807,7 +1298,7 @@ void faults_cmd_resolve_all(int64_t id)
 {
 	struct jbuf list = { 0 }, events, saved = out;
 	const struct rspec s = { .how = HOW_DEFAULT, .pages = 1 };
-	uint64_t *pages = malloc((nr_held + 1) * sizeof(*pages));
+	struct held *pages = malloc((nr_held + 1) * sizeof(*pages));	/* page + fd */
 	size_t np = 0, i, j;
 
 	if (!pages) {
@@ -815,19 +1306,22 @@ void faults_cmd_resolve_all(int64_t id)
 		return;
 	}
 	for (i = 0; i < nr_held; i++) {
-		for (j = 0; j < np && pages[j] != held[i].page; j++)
+		for (j = 0; j < np && (pages[j].page != held[i].page || pages[j].fd != held[i].fd);
+		     j++)
 			;
 		if (j == np)
-			pages[np++] = held[i].page;
+			pages[np++] = held[i];
 	}
 	/* `resolved` events must follow the response: collect them in a side buffer */
 	out = (struct jbuf){ 0 };
 	for (j = 0; j < np; j++) {
-		for (i = 0; i < nr_held && held[i].page != pages[j]; i++)
+		for (i = 0; i < nr_held && (held[i].page != pages[j].page ||
+					    held[i].fd != pages[j].fd); i++)
 			;
 		if (i < nr_held)	/* a page that fails stays held */
 			resolve_held(i, &s, 0, &list);
 	}
+	backlog_drain();
 	events = out;
 	out = saved;
 	resp_ok_begin(id);
@@ -848,6 +1342,10 @@ void faults_forget_all(void)
 	if (nr_held || nr_pend)
 		pr_info("program %d is gone: dropping %zu held and %zu delayed faults", sess.pid,
 			nr_held, nr_pend);
+	/* followed children are let go with it: closing their userfaultfds wakes them */
+	while (nr_kids)
+		kid_release(nr_kids - 1);
+	backlog_forget(-1);
 	nr_held = 0;
 	nr_pend = 0;
 	policy.hold_next = 0;

@@ -2,6 +2,7 @@
 #ifndef UFFD_HELPER_FAULTS_H
 #define UFFD_HELPER_FAULTS_H
 
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -38,8 +39,18 @@ extern struct policy policy;
 extern const char *const kind_names[K_NR];
 extern const char *const stream_names[3];
 
-/* Reads and handles a bounded batch of messages; -1 when the fd is unusable. */
+/* Children followed at once after UFFD_EVENT_FORK (followForks); two poll fds each. */
+#define FAULTS_MAX_KIDS 8
+enum { FAULTS_PFD_NR = 2 * FAULTS_MAX_KIDS };
+
+/*
+ * Reads and handles a bounded batch of messages (faults and non-cooperative events) from
+ * the program's or a followed child's userfaultfd; -1 when the fd is unusable.
+ */
 int faults_read(int uffd);
+/* Followed children: their userfaultfds and pidfds for the poll loop, and their handling. */
+void faults_pollfds(struct pollfd *pfd, int *n, int idx[FAULTS_PFD_NR]);
+void faults_ready(const struct pollfd *pfd, const int idx[FAULTS_PFD_NR]);
 /* Parses the policy fields faults.c owns (readAhead, delayUs, holdRange, holdTid,
  * holdEvery) into p; on error writes the response for id and returns -1. */
 int faults_policy_parse(int64_t id, const struct jval *req, struct policy *p);
@@ -48,7 +59,8 @@ void faults_stats_json(struct jbuf *b);
 /* These write the whole response, then the `resolved` events. */
 void faults_cmd_resolve(int64_t id, const struct jval *req);
 void faults_cmd_resolve_all(int64_t id);
-/* The program is gone: held faults have no thread left to wake. */
+/* The program is gone: held faults have no thread left to wake; followed children are
+ * released (their userfaultfds closed). */
 void faults_forget_all(void);
 /* Delayed auto-resolution (policy delayUs): a timerfd for the poll loop, and its handler. */
 int faults_timer_fd(void);

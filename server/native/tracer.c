@@ -206,8 +206,10 @@ static void syscall_done(struct tid_state *t, uint64_t ret)
 		return;
 	}
 	case __NR_mremap:
-		/* moved VMAs lose their registration without EVENT_REMAP: register the result */
-		if (!failed)
+		/* moved VMAs lose their registration without EVENT_REMAP: register the result;
+		 * with it the registration moves along (faults.c reports the `remap`) */
+		if (!failed && (ret == t->args[0] ||
+				!(sess.uffd_features & UFFD_FEATURE_EVENT_REMAP)))
 			track_register(ret, ret + PAGE_UP(t->args[2]), "mremap", NULL, NULL);
 		return;
 	case __NR_brk:

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include "attach.h"
+#include "dirty.h"
 #include "errnames.h"
 #include "faults.h"
 #include "json.h"
@@ -326,6 +327,8 @@ static void cmd_launch(int64_t id, const struct jval *req)
 	if (!path)
 		goto oom;
 
+	if (uffd_session_opts(id, req))	/* followForks, wpAsync */
+		goto out;
 	la.path = path;
 	la.argv = argv;
 	la.envp = envp ? envp : environ;
@@ -507,7 +510,7 @@ static void handle_request(const char *line, size_t len)
 	if (!sess.hello_done && strcmp(cmd, "hello")) {
 		static const char *const known[] = { "launch", "run", "policy", "resolve",
 			"resolveAll", "stats", "kill", "shutdown", "register", "unregister",
-			"protect", "attach", "track", "untrack", "detach" };
+			"protect", "attach", "track", "untrack", "detach", "dirty" };
 		size_t i;
 
 		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -537,14 +540,18 @@ static void handle_request(const char *line, size_t len)
 		mem_cmd_unregister(id, req);
 	else if (!strcmp(cmd, "protect"))
 		mem_cmd_protect(id, req);
-	else if (!strcmp(cmd, "attach"))
-		attach_cmd_attach(id, req, uffd_launch_features(probe.features));
+	else if (!strcmp(cmd, "attach")) {
+		if (!uffd_session_opts(id, req))	/* followForks, wpAsync */
+			attach_cmd_attach(id, req, uffd_launch_features(probe.features));
+	}
 	else if (!strcmp(cmd, "track"))
 		attach_cmd_track(id, req);
 	else if (!strcmp(cmd, "untrack"))
 		attach_cmd_untrack(id, req);
 	else if (!strcmp(cmd, "detach"))
 		attach_cmd_detach(id);
+	else if (!strcmp(cmd, "dirty"))
+		dirty_cmd(id, req);
 	else if (!strcmp(cmd, "stats")) {
 		resp_ok_begin(id);
 		faults_stats_json(&out);
@@ -642,7 +649,7 @@ static void finish(void)
 
 int main(void)
 {
-	struct pollfd pfd[12];
+	struct pollfd pfd[12 + FAULTS_PFD_NR];
 	int sfd, stdin_open = 1;
 	sigset_t chld;
 
@@ -668,7 +675,7 @@ int main(void)
 
 	while (!quitting) {
 		int n = 0, i_uffd = -1, i_in = -1, i_sig, i_out[OUT_NR], i_tmr;
-		int i_att[ATTACH_PFD_NR];
+		int i_att[ATTACH_PFD_NR], i_kid[FAULTS_PFD_NR];
 
 		i_sig = n;
 		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
@@ -687,6 +694,7 @@ int main(void)
 			pfd[n++] = (struct pollfd){ .fd = faults_timer_fd(), .events = POLLIN };
 		}
 		attach_pollfds(pfd, &n, i_att);	/* attached process: exit, mapping rescans */
+		faults_pollfds(pfd, &n, i_kid);	/* children followed after a fork */
 		if (poll(pfd, n, poll_timeout()) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -703,6 +711,7 @@ int main(void)
 				sess.uffd = -1;
 			}
 		}
+		faults_ready(pfd, i_kid);
 		if (i_tmr >= 0 && pfd[i_tmr].revents & POLLIN)
 			faults_timer_fire();
 		attach_ready(pfd, i_att);

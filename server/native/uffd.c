@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "session.h"
 #include "uffd.h"
 
 static const char *const feature_names[] = {
@@ -73,13 +74,45 @@ void uffd_ioctls_json(struct jbuf *b, uint64_t ioctls)
 	flags_json(b, ioctls, ioctl_name);
 }
 
+/* Session options of launch/attach: followForks, wpAsync. */
+static int opt_follow_forks, opt_wp_async;
+
+int uffd_session_opts(int64_t id, const struct jval *req)
+{
+	const struct jval *ff = json_get(req, "followForks"), *wa = json_get(req, "wpAsync");
+
+	if ((ff && ff->type != J_BOOL && ff->type != J_NULL) ||
+	    (wa && wa->type != J_BOOL && wa->type != J_NULL)) {
+		resp_err(id, "EPROTO", "'followForks' and 'wpAsync' must be true or false");
+		return -1;
+	}
+	opt_follow_forks = ff && ff->type == J_BOOL && ff->boolean;
+	opt_wp_async = wa && wa->type == J_BOOL && wa->boolean;
+	return 0;
+}
+
+int uffd_follow_forks(void)
+{
+	return opt_follow_forks;
+}
+
 uint64_t uffd_launch_features(uint64_t offered)
 {
-	return offered & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-			  UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_MISSING_SHMEM |
-			  UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_SHMEM |
-			  UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-			  UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE);
+	uint64_t want = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_MISSING_SHMEM |
+			UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_SHMEM |
+			UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE |
+			/* these block the program until the helper reads them: it reads them in
+			 * the same batches as faults, and never holds them */
+			UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			UFFD_FEATURE_EVENT_UNMAP;
+
+	if (opt_follow_forks)
+		want |= UFFD_FEATURE_EVENT_FORK;
+	if (opt_wp_async)
+		want |= UFFD_FEATURE_WP_ASYNC;
+	return offered & want;
 }
 
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls)

@@ -70,11 +70,16 @@ void uffd_features_json(struct jbuf *b, uint64_t features);
 void uffd_ioctls_json(struct jbuf *b, uint64_t ioctls);
 
 /*
- * What a launch negotiates: every offered feature the helper handles, but no EVENT_* (they
- * block the program until read), no SIGBUS/EXACT_ADDRESS and no WP_ASYNC (it would turn
- * write-protect faults into silent dirty tracking).
+ * What a launch or attach negotiates: every offered feature the helper handles, the
+ * EVENT_REMAP/REMOVE/UNMAP events (read in the same batches as faults, never held),
+ * EVENT_FORK only with followForks, WP_ASYNC only with wpAsync (it turns write-protect
+ * faults into silent dirty tracking); never SIGBUS or EXACT_ADDRESS.
  */
 uint64_t uffd_launch_features(uint64_t offered);
+/* Parses the session options followForks and wpAsync of a launch/attach request; on a bad
+ * value writes the error response for id and returns -1. */
+int uffd_session_opts(int64_t id, const struct jval *req);
+int uffd_follow_forks(void);
 
 /* UFFDIO_API; *offered (may be NULL) gets what the kernel supports. */
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls);

@@ -15,8 +15,10 @@ export interface FlagSet { raw: Hex; names: string[] }
 export interface Region {
   start: Hex;
   end: Hex;
-  /** exec/brk/mmap/mremap: launch tracking; attach/track/scan: attach; untrack: unregistered. */
-  via: 'exec' | 'brk' | 'mmap' | 'mremap' | 'attach' | 'track' | 'scan' | 'untrack';
+  /** exec/brk/mmap/mremap: launch tracking; attach/track/scan: attach; untrack: unregistered;
+   * unmap/remap: non-cooperative events (a `region` event with action `remove`, or the new
+   * place of a moved mapping). */
+  via: 'exec' | 'brk' | 'mmap' | 'mremap' | 'attach' | 'track' | 'scan' | 'untrack' | 'unmap' | 'remap';
   name?: string;
 }
 
@@ -35,7 +37,16 @@ export interface HelloBody {
   };
 }
 
-export interface LaunchArgs {
+/** Options of a debugging session, given with `launch` or `attach`. */
+export interface SessionOptions {
+  /** Negotiate EVENT_FORK: follow forked children (their faults carry `pid`). Default false. */
+  followForks?: boolean;
+  /** Negotiate WP_ASYNC: write-protect faults are never delivered; `protect` arms dirty
+   * tracking read with `dirty`. Default false. */
+  wpAsync?: boolean;
+}
+
+export interface LaunchArgs extends SessionOptions {
   program: string;
   args: string[];
   cwd: string;
@@ -113,7 +124,7 @@ export interface StatsBody {
 /** Which mappings of an attached process to register: default all private anonymous ones. */
 export type TrackSelector = { anon: true } | { names: string[] } | { ranges: AddrRange[] };
 
-export interface AttachArgs { pid: number; track?: TrackSelector }
+export interface AttachArgs extends SessionOptions { pid: number; track?: TrackSelector }
 
 export interface AttachBody {
   pid: number;
@@ -125,6 +136,15 @@ export interface AttachBody {
 }
 
 export interface DetachBody { pid: number; unregistered: number }
+
+/** `dirty`: pages written in [start, end) since protected (or since the last reset). */
+export interface DirtyArgs { start: Hex; end: Hex; reset?: boolean }
+export interface DirtyBody {
+  pages: Hex[];
+  count: number;
+  /** The list stopped at 65536 pages with part of the range not scanned. */
+  truncated: boolean;
+}
 
 /** Request name → [arguments, response body]. */
 export interface Requests {
@@ -144,6 +164,7 @@ export interface Requests {
   register: [AddrRange & { modes: RegisterMode[] }, RegisterBody];
   unregister: [AddrRange, AddrRange];
   protect: [AddrRange & { on: boolean }, ProtectBody];
+  dirty: [DirtyArgs, DirtyBody];
 }
 export type Command = keyof Requests;
 
@@ -168,6 +189,8 @@ export interface FaultEvent {
   latencyNs?: number;
   /** Only for huge pages: the page size in bytes (4096 otherwise). */
   pageSize?: number;
+  /** A fault of a child followed after a fork (`followForks`); absent: the program itself. */
+  pid?: number;
 }
 
 export interface ResolvedEvent {
@@ -176,11 +199,39 @@ export interface ResolvedEvent {
   seq: number;
   t: number;
   page: Hex;
+  /** An ioctl name, or `UNMAPPED`/`REMAPPED`: the memory went away (munmap, mremap), the
+   * thread was woken and the fault dropped. */
   ioctl: string;
   latencyNs: number;
+  /** As in FaultEvent: a followed child's fault. */
+  pid?: number;
 }
 
-export interface RegionEvent { type: 'event'; event: 'region'; action: 'add'; region: Region }
+/** `add`: registered; `remove`: unmapped (munmap) or moved away (mremap). */
+export interface RegionEvent { type: 'event'; event: 'region'; action: 'add' | 'remove'; region: Region }
+
+export type NcWhat = 'fork' | 'remap' | 'remove' | 'unmap';
+
+/**
+ * A non-cooperative userfaultfd event, read in the same batch as faults (never held).
+ * fork: `pid` the child (null: not found), `followed`; remap: `from`/`to`/`len`;
+ * remove (MADV_DONTNEED/REMOVE) and unmap: `start`/`end`. `source`: the followed child
+ * it happened in (absent: the program itself).
+ */
+export interface NcEvent {
+  type: 'event';
+  event: 'nc';
+  what: NcWhat;
+  t: number;
+  start?: Hex;
+  end?: Hex;
+  from?: Hex;
+  to?: Hex;
+  len?: Hex;
+  pid?: number | null;
+  followed?: boolean;
+  source?: number;
+}
 
 export interface ExitedEvent {
   type: 'event';
@@ -201,7 +252,7 @@ export interface OutputEvent {
 /** After `detach`: the process runs on, no longer debugged. */
 export interface DetachedEvent { type: 'event'; event: 'detached'; pid: number }
 
-export type HelperEvent = FaultEvent | ResolvedEvent | RegionEvent | ExitedEvent | DetachedEvent;
+export type HelperEvent = FaultEvent | ResolvedEvent | RegionEvent | NcEvent | ExitedEvent | DetachedEvent;
 /** Output events are delivered separately (HelperClient's 'output'), not as HelperEvent. */
 export type HelperMessage = Response | HelperEvent | OutputEvent;
 
@@ -254,7 +305,23 @@ export function decodeMessage(line: string): HelperMessage {
       case 'detached':
         if (typeof m.pid !== 'number') throw new Error(`malformed detached event: ${line.slice(0, 200)}`);
         return m as unknown as DetachedEvent;
-      case 'region':
+      case 'nc': {
+        const hexOk = (k: string) => m[k] === undefined || typeof m[k] === 'string';
+        if (!['fork', 'remap', 'remove', 'unmap'].includes(m.what as string) || typeof m.t !== 'number' ||
+            !['start', 'end', 'from', 'to', 'len'].every(hexOk) ||
+            (m.what === 'fork' && m.pid !== null && typeof m.pid !== 'number')) {
+          throw new Error(`malformed nc event: ${line.slice(0, 200)}`);
+        }
+        return m as unknown as NcEvent;
+      }
+      case 'region': {
+        const r = m.region as Record<string, unknown> | undefined;
+        if ((m.action !== 'add' && m.action !== 'remove') || !r || typeof r.start !== 'string' ||
+            typeof r.end !== 'string') {
+          throw new Error(`malformed region event: ${line.slice(0, 200)}`);
+        }
+        return m as unknown as RegionEvent;
+      }
       case 'exited':
         return m as unknown as HelperEvent;
       default:

@@ -41,7 +41,8 @@ export class Target {
     c.on('exit', () => this.poke());
   }
 
-  private poke(): void {
+  /** Re-checks the waiters; public for output that does not come through the helper (attach). */
+  poke(): void {
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
