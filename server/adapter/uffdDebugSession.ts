@@ -37,6 +37,8 @@ export interface UffdAttachArguments extends DebugProtocol.AttachRequestArgument
   track?: 'anon' | (string | AddrRange)[];
   stopOnFirstFault?: boolean;
   timeline?: boolean;
+  followForks?: boolean;
+  wpAsync?: boolean;
 }
 
 /** The attach configuration's `track` as the helper's selector. */
@@ -183,6 +185,8 @@ export class UffdDebugSession extends LoggingDebugSession {
         env: args.env,
         stopOnEntry: args.stopOnEntry ?? false,
         stopOnFirstFault: args.stopOnFirstFault ?? true,
+        followForks: args.followForks,
+        wpAsync: args.wpAsync,
         stream: args.timeline === false ? 'held' : 'all',
         helperPath: process.env.UFFD_HELPER,
       });
@@ -205,6 +209,8 @@ export class UffdDebugSession extends LoggingDebugSession {
         pid,
         track: trackSelector(args.track),
         stopOnFirstFault: args.stopOnFirstFault ?? false,
+        followForks: args.followForks,
+        wpAsync: args.wpAsync,
         stream: args.timeline === false ? 'held' : 'all',
         helperPath: process.env.UFFD_HELPER,
       });

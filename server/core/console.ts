@@ -141,6 +141,27 @@ const COMMANDS: Record<string, Command> = {
       return regions.map((r) => `unregistered ${r.start}-${r.end}`).join('\n') || 'nothing was registered there';
     },
   },
+  protect: {
+    usage: 'protect START-END on|off',
+    help: 'write-protect a range (its first writes then fault; with wpAsync they are only recorded)',
+    run: async (s, args) => {
+      if (args.length !== 2 || (args[1] !== 'on' && args[1] !== 'off')) throw new Error('usage: protect 0x7f00000000-0x7f00010000 on');
+      const r = parseRange(args[0]);
+      const body = await s.helper.request('protect', { ...r, on: args[1] === 'on' });
+      return `write-protect ${args[1]}: ${body.start}-${body.end} (${body.pages} pages)`;
+    },
+  },
+  dirty: {
+    usage: 'dirty START-END [reset]',
+    help: 'pages written since protected (wpAsync sessions); reset re-arms them',
+    run: async (s, args) => {
+      if (args.length < 1) throw new Error('usage: dirty 0x7f00000000-0x7f00010000 [reset]');
+      const body = await s.helper.request('dirty', { ...parseRange(args[0]), reset: args[1] === 'reset' });
+      const list = body.pages.slice(0, 64).join(' ');
+      return `${body.count} page${body.count === 1 ? '' : 's'} written${body.truncated ? ' (list truncated)' : ''}` +
+        (list ? `: ${list}${body.pages.length > 64 ? ' …' : ''}` : '');
+    },
+  },
   stats: {
     usage: 'stats',
     help: 'fault counters kept by the helper',
