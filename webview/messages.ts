@@ -20,34 +20,16 @@
 // Helper `exited`/`detached` events in a batch are ignored without a warning. Fields this file
 // does not name (fault pageSize and pid, nc followed/source, ...) are allowed and ignored.
 
-export type Hex = string;
-export type FaultKind = 'missing' | 'wp' | 'minor';
-export type NcWhat = 'fork' | 'remap' | 'remove' | 'unmap';
+import type { FaultEvent, FaultKind, Hex, NcEvent, NcWhat, ResolvedEvent } from '../server/protocol/messages';
 
-export interface TimelineFault {
-  event: 'fault';
-  seq: number;
-  t: number;
-  addr: Hex;
-  page: Hex;
-  access: 'read' | 'write';
-  kind: FaultKind;
-  tid: number;
-  held: boolean;
-  ioctl?: string;
-  latencyNs?: number;
-  /** A followed child's fault (after a fork); absent: the program itself. */
-  pid?: number;
-}
+export type { FaultKind, Hex, NcWhat };
 
-export interface TimelineResolved {
-  event: 'resolved';
-  seq: number;
-  t: number;
-  page: Hex;
-  ioctl: string;
-  latencyNs: number;
-}
+// The event shapes are the helper protocol's (declared once, in server/protocol/messages.ts),
+// without the envelope tag; the panel is lenient where it also reads imported or older sessions.
+type Untagged<T> = Omit<T, 'type'>;
+
+export type TimelineFault = Untagged<FaultEvent>;
+export type TimelineResolved = Untagged<ResolvedEvent>;
 
 /** `add` (or no action): registered; `remove`: unmapped or moved away (via 'unmap'/'remap'). */
 export interface TimelineRegion {
@@ -58,21 +40,8 @@ export interface TimelineRegion {
   t?: number;
 }
 
-/** Non-cooperative userfaultfd events (fork, mremap, MADV_REMOVE, munmap). Every field but
- * `what` is optional: the helper does not send these yet. */
-export interface TimelineNc {
-  event: 'nc';
-  what: NcWhat;
-  t?: number;
-  start?: Hex;
-  end?: Hex;
-  from?: Hex;
-  to?: Hex;
-  len?: Hex;
-  /** fork: the child, null when it was not found. */
-  pid?: number | null;
-  followed?: boolean;
-}
+/** Non-cooperative events; `t` may be missing in imported sessions. */
+export type TimelineNc = Omit<Untagged<NcEvent>, 't'> & { t?: number };
 
 export type TimelineEvent = TimelineFault | TimelineResolved | TimelineRegion | TimelineNc;
 
