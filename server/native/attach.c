@@ -27,6 +27,7 @@
 #include "launch.h"
 #include "log.h"
 #include "session.h"
+#include "procstat.h"
 #include "tracer.h"
 #include "uffd.h"
 
@@ -212,22 +213,13 @@ static int anon_private(const struct vma *m)
 /* state and flags from /proc/PID/stat; -1 when the process does not exist. */
 static int proc_stat(pid_t pid, char *state, unsigned *flags, char *comm, size_t comm_len)
 {
-	char path[64], buf[1024], *l, *r;
-	ssize_t n;
-	int fd;
+	char buf[1024], *l, *r;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	r = procstat_read(pid, buf, sizeof(buf));
+	if (!r)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
 	l = strchr(buf, '(');
-	r = strrchr(buf, ')');
-	if (!l || !r || r < l)
+	if (!l || r < l)
 		return -1;
 	snprintf(comm, comm_len, "%.*s", (int)(r - l - 1), l + 1);
 	if (sscanf(r + 1, " %c %*d %*d %*d %*d %*d %u", state, flags) != 2)

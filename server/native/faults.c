@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "procstat.h"
 #include "session.h"
 #include "uffd.h"
 
@@ -585,21 +586,11 @@ static int kid_seen(pid_t pid)
 /* starttime (clock ticks since boot) of a process, or -1 (gone, or a zombie). */
 static long long proc_start_ticks(pid_t pid)
 {
-	char path[64], buf[1024], *p;
+	char buf[1024], *p;
 	long long st = -1;
-	ssize_t n;
-	int fd, field;
+	int field;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	p = strrchr(buf, ')');
+	p = procstat_read(pid, buf, sizeof(buf));
 	if (!p || p[1] != ' ' || p[2] == 'Z')
 		return -1;
 	/* field 3 is the state, right after ") "; starttime is field 22 */
