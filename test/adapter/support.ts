@@ -1,10 +1,13 @@
 // Shared by the adapter tests: the real adapter under DebugClient, with the program's output
 // collected, and the small waits every test needs (each with a timeout).
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
 import { DebugProtocol } from '@vscode/debugprotocol';
+import { waitGone } from '../support/waits';
+
+export { waitGone };
 
 export const root = path.resolve(__dirname, '..', '..');
 export const ADAPTER = path.join(root, 'dist', 'adapter.js');
@@ -102,10 +105,3 @@ export function markerLine(file: string, text: string): number {
   return i + 1;
 }
 
-export async function waitGone(pid: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (existsSync(`/proc/${pid}`)) {
-    if (Date.now() > deadline) throw new Error(`process ${pid} is still there`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

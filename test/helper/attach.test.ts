@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent, RegionEvent } from '../../server/protocol/messages';
+import { until, withTimeout } from '../support/waits';
 
 const root = path.resolve(__dirname, '..', '..');
 const SPIN = path.join(root, 'demo', 'bin', 'spin');
@@ -19,22 +20,7 @@ after(async () => {
   for (const s of spins) s.proc.kill('SIGKILL');
 });
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
-  ]);
-}
 
-/** Polls `cond` (every 10 ms) until it holds; fails after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface Share { worker: number; tid: number; from: number; to: number }
 

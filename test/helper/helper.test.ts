@@ -1,12 +1,13 @@
 // The native helper on the real kernel, driven through the same client the adapter uses.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent } from '../../server/protocol/messages';
+import { waitGone, withTimeout } from '../support/waits';
 
 const root = path.resolve(__dirname, '..', '..');
 const TOUCH = path.join(root, 'demo', 'bin', 'touch');
@@ -23,13 +24,6 @@ async function startHelper(): Promise<HelperClient> {
   return c;
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
-  ]);
-}
 
 interface Run { stdout: string; faults: FaultEvent[]; events: HelperEvent[]; code: number | null; pid: number }
 
@@ -61,16 +55,6 @@ async function runUnderHelper(args: string[], opts: { hold?: boolean } = {}): Pr
   return { stdout, faults, events, code, pid: launched.pid };
 }
 
-/** Waits until PID no longer exists (a zombie counts as gone only once reaped). */
-async function waitGone(pid: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (existsSync(`/proc/${pid}`)) {
-    if (Date.now() > deadline) {
-      throw new Error(`process ${pid} still exists: ${execFileSync('cat', [`/proc/${pid}/status`], { encoding: 'utf8' }).split('\n').slice(0, 3).join(' ')}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function regionOf(stdout: string): { start: bigint; pages: number } {
   const m = /region (0x[0-9a-f]+) pages (\d+)/.exec(stdout);

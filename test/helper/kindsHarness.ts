@@ -3,19 +3,15 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { HelperClient } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent, PolicyArgs, ResolvedEvent } from '../../server/protocol/messages';
+import { withTimeout } from '../support/waits';
+
+export { withTimeout };
 
 export const root = path.resolve(__dirname, '..', '..');
 export const KINDS = path.join(root, 'demo', 'bin', 'kinds');
 export const TOUCH = path.join(root, 'demo', 'bin', 'touch');
 export const PAGE = 4096n;
 
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
-  ]);
-}
 
 export const hex = (n: bigint): string => '0x' + n.toString(16);
 

@@ -9,6 +9,10 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent } from '../../server/protocol/messages';
+import { until as waitUntil, withTimeout } from '../support/waits';
+
+/** Kill timing matters here: poll every 5 ms. */
+const until = (cond: () => boolean, ms: number, what: string) => waitUntil(cond, ms, what, 5);
 
 const root = path.resolve(__dirname, '..', '..');
 const SPIN = path.join(root, 'demo', 'bin', 'spin');
@@ -21,21 +25,7 @@ after(async () => {
   for (const p of procs) p.kill('SIGKILL');
 });
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
-  ]);
-}
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
