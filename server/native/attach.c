@@ -16,7 +16,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -505,6 +507,222 @@ fail:
 	return -1;
 }
 
+/* ---- the setup keeper ------------------------------------------------------------------ */
+
+/*
+ * The threads are seized and the system call injected by a child of the helper, the keeper:
+ * if the helper is killed while a thread's registers are borrowed, the keeper still restores
+ * them and releases every thread (a dead tracer cannot restore anything: the thread would run
+ * on with the injected registers). The keeper sends the userfaultfd and the thread list over
+ * a socket, waits for the word to release the threads (or for the helper to be gone), then
+ * releases them and exits.
+ */
+struct keeper_hdr {
+	int err;		/* 0: a userfaultfd is attached (SCM_RIGHTS) */
+	char msg[sizeof(((struct launch_err *)0)->msg)];
+	char source[8];
+	pid_t pick;
+	int nt;			/* live threads that follow, one pid_t each */
+};
+
+struct keeper {
+	pid_t pid;
+	int sk;
+};
+
+static int send_hdr(int sk, const struct keeper_hdr *h, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)h, .iov_len = sizeof(*h) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(sk, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+static __attribute__((noreturn)) void keeper_main(int sk, pid_t pid, uint64_t features)
+{
+	struct keeper_hdr h = { 0 };
+	struct launch_err e = { 0 };
+	const char *source = "";
+	struct thr *tv = NULL;
+	pid_t *tids = NULL;
+	size_t nt = 0, i, pick;
+	int fd = -1, n = 0;
+	char c;
+
+	prctl(PR_SET_NAME, "uffd-keeper", 0, 0, 0);
+	if (seize_all(pid, &tv, &nt, &e))
+		goto fail;
+	for (pick = 0; pick < nt; pick++)
+		if (tv[pick].tid == pid && !tv[pick].gone && !tv[pick].sig)
+			break;
+	if (pick == nt)
+		for (pick = 0; pick < nt && (tv[pick].gone || tv[pick].sig); pick++)
+			;
+	if (pick == nt) {
+		release_all(tv, nt);
+		e.err = EAGAIN;
+		snprintf(e.msg, sizeof(e.msg), "no thread of pid %d could run the setup (all had "
+			 "signals pending): try again", pid);
+		goto fail;
+	}
+	fd = launch_take_uffd_from(tv[pick].tid, pid, features, &source, &e);
+	if (fd < 0) {
+		release_all(tv, nt);
+		goto fail;
+	}
+	tids = calloc(nt ? nt : 1, sizeof(*tids));
+	if (!tids) {
+		release_all(tv, nt);
+		e.err = ENOMEM;
+		snprintf(e.msg, sizeof(e.msg), "out of memory listing the threads of pid %d", pid);
+		goto fail;
+	}
+	for (i = 0; i < nt; i++)
+		if (!tv[i].gone)
+			tids[n++] = tv[i].tid;
+	snprintf(h.source, sizeof(h.source), "%s", source);
+	h.pick = tv[pick].tid;
+	h.nt = n;
+	if (send_hdr(sk, &h, fd) == 0 && n)
+		send(sk, tids, n * sizeof(*tids), MSG_NOSIGNAL);
+	close(fd);
+	/* the helper registers while every thread is stopped; one byte, or EOF if it died */
+	while (read(sk, &c, 1) < 0 && errno == EINTR)
+		;
+	release_all(tv, nt);
+	_exit(0);
+fail:
+	h.err = e.err ? e.err : EIO;
+	memcpy(h.msg, e.msg, sizeof(h.msg));
+	send_hdr(sk, &h, -1);
+	_exit(0);
+}
+
+static void keeper_reap(struct keeper *k)
+{
+	if (k->sk >= 0)
+		close(k->sk);
+	k->sk = -1;
+	while (k->pid > 0 && waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	k->pid = 0;
+}
+
+/* The keeper releases every thread; returns when it has (and has exited). */
+static void keeper_release(struct keeper *k)
+{
+	if (k->sk >= 0 && send(k->sk, "r", 1, MSG_NOSIGNAL) < 0)
+		pr_perror("attach: telling the keeper %d to release the threads", k->pid);
+	keeper_reap(k);
+}
+
+static int recv_hdr(int sk, struct keeper_hdr *h, int *fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { .iov_base = h, .iov_len = sizeof(*h) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c;
+	ssize_t n;
+
+	*fd = -1;
+	do
+		n = recvmsg(sk, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*h)) {
+		if (n >= 0)
+			errno = EPIPE;
+		return -1;
+	}
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return 0;
+}
+
+/*
+ * Seizes pid's threads and plants the userfaultfd through a keeper. On success the threads
+ * stay stopped until keeper_release(); *tids lists them (malloc'd).
+ */
+static int keeper_setup(pid_t pid, uint64_t features, struct keeper *k, int *fdp,
+			const char **source, pid_t **tids, size_t *nt, pid_t *pick,
+			struct launch_err *e)
+{
+	static char src[8];
+	struct keeper_hdr h;
+	int sv[2], fd;
+
+	k->pid = 0;
+	k->sk = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		e->err = errno;
+		snprintf(e->msg, sizeof(e->msg), "socketpair for the attach keeper: %s",
+			 strerror(errno));
+		return -1;
+	}
+	k->pid = fork();
+	if (k->pid < 0) {
+		e->err = errno;
+		snprintf(e->msg, sizeof(e->msg), "fork of the attach keeper: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (k->pid == 0) {
+		close(sv[0]);
+		keeper_main(sv[1], pid, features);
+	}
+	close(sv[1]);
+	k->sk = sv[0];
+	if (recv_hdr(k->sk, &h, &fd)) {
+		e->err = errno;
+		snprintf(e->msg, sizeof(e->msg), "the attach keeper %d ended without an answer: %s",
+			 k->pid, strerror(errno));
+		keeper_reap(k);
+		return -1;
+	}
+	if (h.err || fd < 0) {
+		e->err = h.err ? h.err : EIO;
+		h.msg[sizeof(h.msg) - 1] = 0;
+		snprintf(e->msg, sizeof(e->msg), "%s", h.msg);
+		if (fd >= 0)
+			close(fd);
+		keeper_reap(k);
+		return -1;
+	}
+	*tids = calloc(h.nt ? h.nt : 1, sizeof(**tids));
+	if (!*tids || (h.nt && recv(k->sk, *tids, h.nt * sizeof(**tids), 0) !=
+				(ssize_t)(h.nt * sizeof(**tids)))) {
+		e->err = *tids ? errno : ENOMEM;
+		snprintf(e->msg, sizeof(e->msg), "reading the thread list from the attach keeper: %s",
+			 strerror(e->err));
+		free(*tids);
+		*tids = NULL;
+		close(fd);
+		keeper_release(k);
+		return -1;
+	}
+	*nt = h.nt;
+	*pick = h.pick;
+	h.source[sizeof(h.source) - 1] = 0;
+	memcpy(src, h.source, sizeof(src));
+	*source = !strcmp(src, "dev") ? "dev" : "syscall";
+	*fdp = fd;
+	return 0;
+}
+
 /* ---- registration ---------------------------------------------------------------------- */
 
 struct scan_result {
@@ -815,11 +1033,12 @@ void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features)
 	struct launch_err e = { 0 };
 	struct scan_result sr;
 	struct selector sel;
+	struct keeper k = { 0, -1 };
 	const char *unmatched = NULL, *source = NULL;
-	struct thr *tv = NULL;
-	size_t nt = 0, i, pick;
+	pid_t *tids = NULL, pick = 0;
+	size_t nt = 0, i;
 	int64_t pid;
-	int fd, first;
+	int fd;
 
 	if (sess.pid) {
 		resp_err(id, "ESTATE", "this helper already has a program (pid %d); one helper "
@@ -832,34 +1051,15 @@ void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features)
 	}
 	if (parse_selector(id, json_get(req, "track"), &sel))
 		return;
-	if (refuse((pid_t)pid, &e) || seize_all((pid_t)pid, &tv, &nt, &e)) {
+	if (refuse((pid_t)pid, &e) ||
+	    keeper_setup((pid_t)pid, features, &k, &fd, &source, &tids, &nt, &pick, &e)) {
 		resp_err(id, errno_name(e.err), "%s", e.msg);
-		goto out;
-	}
-	/* inject into a thread stopped by the interrupt itself, the leader if it can */
-	for (pick = 0; pick < nt; pick++)
-		if (tv[pick].tid == pid && !tv[pick].gone && !tv[pick].sig)
-			break;
-	if (pick == nt)
-		for (pick = 0; pick < nt && (tv[pick].gone || tv[pick].sig); pick++)
-			;
-	if (pick == nt) {
-		release_all(tv, nt);
-		resp_err(id, "EAGAIN", "no thread of pid %lld could run the setup (all had "
-			 "signals pending): try again", (long long)pid);
 		goto out;
 	}
 	/* opened while it is stopped: an exit right after the release is still seen */
 	at.pidfd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
 	if (at.pidfd < 0)
 		pr_perror("attach: pidfd_open %lld: its exit will not be noticed", (long long)pid);
-	fd = launch_take_uffd_from(tv[pick].tid, (pid_t)pid, features, &source, &e);
-	if (fd < 0) {
-		release_all(tv, nt);
-		stop_tracking();
-		resp_err(id, errno_name(e.err), "%s", e.msg);
-		goto out;
-	}
 	sess.pid = (pid_t)pid;
 	sess.uffd = fd;
 	sess.uffd_source = source;
@@ -875,16 +1075,16 @@ void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features)
 				 (long long)pid);
 		}
 		free(sr.added.r);
-		release_all(tv, nt);
 		close(fd);
 		sess.uffd = -1;
 		sess.pid = 0;
+		keeper_release(&k);
 		stop_tracking();
 		resp_err(id, errno_name(e.err), "%s", e.msg);
 		goto out;
 	}
 	free(sr.added.r);
-	release_all(tv, nt);
+	keeper_release(&k);
 	if (sel.kind == SEL_ANON) {
 		struct itimerspec it = {
 			.it_interval = { 0, SCAN_INTERVAL_MS * 1000000L },
@@ -899,8 +1099,7 @@ void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features)
 	sess.alive = 1;
 	sess.running = 1;
 	pr_info("attached to pid %lld (%zu threads, injected in tid %d), userfaultfd %d (%s), "
-		"%d regions; ptrace released", (long long)pid, nt, tv[pick].tid, fd, source,
-		sr.nr_new);
+		"%d regions; ptrace released", (long long)pid, nt, pick, fd, source, sr.nr_new);
 
 	/* Wire format: AttachBody in server/protocol/messages.ts */
 	resp_ok_begin(id);
@@ -912,17 +1111,14 @@ void attach_cmd_attach(int64_t id, const struct jval *req, uint64_t features)
 	if (regions.len)
 		jb_write(&out, regions.p, regions.len);
 	jb_puts(&out, "],\"threads\":[");
-	for (i = 0, first = 1; i < nt; i++)
-		if (!tv[i].gone) {
-			jb_printf(&out, "%s%d", first ? "" : ",", tv[i].tid);
-			first = 0;
-		}
+	for (i = 0; i < nt; i++)
+		jb_printf(&out, "%s%d", i ? "," : "", tids[i]);
 	jb_puts(&out, "]}");
 	resp_ok_end();
 out:
 	free(sel.ranges);
 	free(regions.p);
-	free(tv);
+	free(tids);
 }
 
 static int require_attached(int64_t id, const char *cmd)
