@@ -1,7 +1,7 @@
 // The DAP side: translates requests into FaultSession calls and session events into DAP
 // events. Keep logic out of here; it belongs in server/core.
 import {
-  ContinuedEvent, ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  ContinuedEvent, DebugSession, ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
   TerminatedEvent, Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -13,8 +13,11 @@ import {
   decodeVmFlags, describePage, findVma, hex, readPagemap, readSmaps, SmapsEntry, uffdModes, vmaName,
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
-import { basename, locationLabel, readUserRegs, Symbolizer } from '../core/symbolize';
-import { AddrRange, FaultEvent, FaultKind, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
+import { describeEvent, EVENT_FILTERS } from '../core/filters';
+import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
+import { regionVariables } from '../core/regionInfo';
+import { basename, frameViews, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
+import { AddrRange, FaultEvent, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -29,7 +32,8 @@ type VarRef =
   | { kind: 'registers'; seq: number }
   | { kind: 'vmflags'; flags: string[] }
   | { kind: 'counters'; counters: Record<string, number> }
-  | { kind: 'regions' };
+  | { kind: 'regions' }
+  | { kind: 'region'; seq: number };
 
 export interface UffdAttachArguments extends DebugProtocol.AttachRequestArguments {
   pid: number | string;
@@ -66,19 +70,31 @@ export function parseWatchRange(text: string, bytes?: number): [bigint, bigint] 
   return [lo, hi];
 }
 
-/** A helper event without its envelope tag, as the timeline panel takes it. */
-type WithoutType<T> = T extends unknown ? Omit<T, 'type'> : never;
+const EVENT_LABELS: Record<(typeof EVENT_FILTERS)[number], string> = {
+  fork: 'Fork (followForks)',
+  remap: 'Remap (mremap moved memory)',
+  remove: 'Remove (madvise dropped pages)',
+  unmap: 'Unmap (munmap of tracked memory)',
+};
+
+const FAULT_CONDITION = 'e.g. [heap] tid=1234 hit>=3 — a range 0xSTART-0xEND or mapping name ([heap], libc.so, name=TEXT), tid=N, hit>=N | hit=N | every=N';
+const EVENT_CONDITION = 'e.g. 0x7f0000000000-0x7f0000100000 every=2 — a range or mapping name the event touches, hit>=N | hit=N | every=N';
 
 const FILTERS: DebugProtocol.ExceptionBreakpointsFilter[] = [
-  { filter: 'missing', label: 'Missing-page faults', default: false,
+  { filter: 'missing', label: 'Missing-page faults', default: false, supportsCondition: true, conditionDescription: FAULT_CONDITION,
     description: 'Stop when a thread touches a page that is not populated yet (first touch of anonymous memory).' },
-  { filter: 'wp', label: 'Write-protect faults', default: true,
+  { filter: 'wp', label: 'Write-protect faults', default: true, supportsCondition: true, conditionDescription: FAULT_CONDITION,
     description: 'Stop when a thread writes to a write-protected page.' },
-  { filter: 'minor', label: 'Minor faults', default: true,
+  { filter: 'minor', label: 'Minor faults', default: true, supportsCondition: true, conditionDescription: FAULT_CONDITION,
     description: 'Stop when a thread touches a page that is in the page cache but not mapped.' },
+  ...EVENT_FILTERS.map((what): DebugProtocol.ExceptionBreakpointsFilter => ({
+    filter: what, label: EVENT_LABELS[what], default: false, supportsCondition: true, conditionDescription: EVENT_CONDITION,
+    description: `${EVENT_LABELS[what]}: the event does not block the program, so the debugger stops on the next page fault of any thread after it and names the event.`,
+  })),
 ];
 
 const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
+  event: 'Paused on page fault',
   entry: 'Paused on entry',
   'page fault': 'Paused on page fault',
   step: 'Paused on page fault',
@@ -96,8 +112,12 @@ export class UffdDebugSession extends LoggingDebugSession {
   private symbolizer = new Symbolizer();
   private smapsCache: { at: number; entries: SmapsEntry[] } | null = null;
   private ended = false;
-  /** Helper events for the timeline panel, a few batches per second. */
-  private timeline = new Batcher<WithoutType<HelperEvent>>((batch) => this.sendEvent(new Event('uffd/events', { batch })));
+  /**
+   * Helper events for the timeline panel, a few column batches per second. Sent past
+   * LoggingDebugSession.sendEvent, which stringifies every event for its log even when logging
+   * is off: bulk data, twice the cost.
+   */
+  private timeline = new Batcher((batch) => DebugSession.prototype.sendEvent.call(this, new Event('uffd/events', { batch })));
 
   constructor() {
     super();
@@ -105,8 +125,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.setDebuggerColumnsStartAt1(true);
     const s = this.session;
     const toTimeline = (e: HelperEvent) => {
-      const { type: _type, ...rest } = e;
-      this.timeline.push(rest as WithoutType<HelperEvent>);
+      if (e.event !== 'exited' && e.event !== 'detached') this.timeline.push(e);
     };
     s.on('fault', toTimeline);
     s.on('resolved', toTimeline);
@@ -152,8 +171,12 @@ export class UffdDebugSession extends LoggingDebugSession {
     const ev = new StoppedEvent(info.reason, info.tid) as DebugProtocol.StoppedEvent;
     ev.body.allThreadsStopped = false;
     if (info.hitWatches?.length) ev.body.hitBreakpointIds = info.hitWatches;
-    if (info.fault) {
-      ev.body.description = `${STOP_DESCRIPTION[info.reason]}: ${describeFault(info.fault)}`;
+    if (info.fault && info.event) {
+      ev.body.description = `${STOP_DESCRIPTION[info.reason]} after ${describeEvent(info.event)}: ${describeFault(info.fault)}`;
+      ev.body.text = `${describeFault(info.fault)}, the first fault after ${describeEvent(info.event)} (thread ${info.fault.tid}, fault #${info.fault.seq})`;
+    } else if (info.fault) {
+      ev.body.description = `${STOP_DESCRIPTION[info.reason]}: ${describeFault(info.fault)}` +
+        (info.filter ? ` (${info.filter.id} filter: ${info.filter.condition})` : '');
       ev.body.text = `${describeFault(info.fault)} (page ${info.fault.page}, thread ${info.fault.tid}, fault #${info.fault.seq})`;
     } else {
       ev.body.description = STOP_DESCRIPTION[info.reason];
@@ -169,6 +192,9 @@ export class UffdDebugSession extends LoggingDebugSession {
       supportsCompletionsRequest: true,
       supportsDataBreakpoints: true,
       supportsDataBreakpointBytes: true,
+      supportsReadMemoryRequest: true,
+      supportsWriteMemoryRequest: true,
+      supportsExceptionFilterOptions: true,
       completionTriggerCharacters: [],
       supportTerminateDebuggee: true,
       exceptionBreakpointFilters: FILTERS,
@@ -230,12 +256,17 @@ export class UffdDebugSession extends LoggingDebugSession {
   protected override async setExceptionBreakPointsRequest(
     response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments,
   ): Promise<void> {
-    const on = new Set([...(args.filters ?? []), ...(args.filterOptions ?? []).map((f) => f.filterId)]);
-    const filters: Record<FaultKind, boolean> = { missing: on.has('missing'), wp: on.has('wp'), minor: on.has('minor') };
+    // One result per entry of `filters`, then of `filterOptions` (DAP keeps that order).
+    const list = [
+      ...(args.filters ?? []).map((id) => ({ id })),
+      ...(args.filterOptions ?? []).map((f) => ({ id: f.filterId, condition: f.condition })),
+    ];
     try {
-      await this.session.setFilters(filters);
-      response.body = { breakpoints: [...on].map(() => ({ verified: true })) };
+      const results = await this.session.setFilterList(list);
+      response.body = { breakpoints: results.map((r) => ({ verified: r.verified, ...(r.message ? { message: r.message } : {}) })) };
       this.sendResponse(response);
+      const bad = results.filter((r) => !r.verified);
+      if (bad.length > 0) this.sendEvent(new OutputEvent(`uffd-debug: ${bad.map((r) => r.message).join('\n')}\n`, 'console'));
     } catch (e) {
       this.fail(response, 1003, e);
     }
@@ -261,7 +292,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.sendResponse(response);
   }
 
-  protected override stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): void {
+  protected override async stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): Promise<void> {
     const f = this.session.heldFor(args.threadId);
     const frames: DebugProtocol.StackFrame[] = [];
     if (f) {
@@ -269,10 +300,29 @@ export class UffdDebugSession extends LoggingDebugSession {
       const label = new StackFrame(this.frames.create(f.seq), `page fault #${f.seq}: ${describeFault(f)}`) as DebugProtocol.StackFrame;
       label.presentationHint = 'label';
       frames.push(label);
-      // The faulting instruction, read without disturbing the blocked thread. Callers need the
-      // full register set (ptrace), which this version does not take.
-      const regs = readUserRegs(this.session.pid!, f.tid);
-      if (regs) {
+      // The faulting instruction, then its callers: the helper stops the thread once to unwind.
+      const stack = await this.session.stack(f.seq).catch((e: Error) => {
+        this.sendEvent(new OutputEvent(`uffd-debug: no full stack for fault #${f.seq} (${e.message}); showing the faulting instruction only\n`, 'console'));
+        return null;
+      });
+      const regs = stack ? null : readUserRegs(this.session.pid!, f.tid);
+      if (stack) {
+        frameViews(stack).forEach((v, i) => {
+          const frame: DebugProtocol.StackFrame = v.sourceAvailable
+            ? new StackFrame(this.frames.create(f.seq), v.name, new Source(basename(v.file!), v.file!), v.line!, v.column ?? 1)
+            : i === 0 ? new StackFrame(this.frames.create(f.seq), v.name, report, 1, 1)
+              : new StackFrame(this.frames.create(f.seq), v.name);
+          if (!v.sourceAvailable) frame.presentationHint = 'subtle';
+          frame.instructionPointerReference = hex(v.pc);
+          if (v.module) frame.moduleId = v.module;
+          frames.push(frame);
+        });
+        if (stack.note) {
+          const end = new StackFrame(this.frames.create(f.seq), `(stack may be incomplete: ${stack.note})`) as DebugProtocol.StackFrame;
+          end.presentationHint = 'label';
+          frames.push(end);
+        }
+      } else if (regs) {
         const loc = this.symbolizer.locate(this.smaps(), regs.pc);
         const frame = loc.sourceAvailable
           ? new StackFrame(this.frames.create(f.seq), loc.func ?? locationLabel(loc), new Source(basename(loc.file!), loc.file!), loc.line!, 1)
@@ -286,7 +336,9 @@ export class UffdDebugSession extends LoggingDebugSession {
       const ref = this.sources.create(() => this.entryReport());
       frames.push(new StackFrame(this.frames.create(0), 'program entry (before the first instruction)', new Source('program entry', undefined, ref), 1, 1));
     }
-    response.body = { stackFrames: frames, totalFrames: frames.length };
+    const start = args.startFrame ?? 0;
+    const levels = args.levels ? args.levels : frames.length;
+    response.body = { stackFrames: frames.slice(start, start + levels), totalFrames: frames.length };
     this.sendResponse(response);
   }
 
@@ -310,7 +362,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       lines.push('', `VMA ${hex(vma.start)}-${hex(vma.end)} ${vma.perms} ${vmaName(vma)}`);
       for (const d of decodeVmFlags(vma.vmFlags)) lines.push(`  ${d.code}  ${d.meaning}`);
     }
-    lines.push('', 'Stack traces with source lines arrive with DWARF unwinding; Continue or Step to resolve this fault.');
+    lines.push('', 'The Call Stack shows where it faulted; Continue or Step to resolve this fault.');
     return lines.join('\n') + '\n';
   }
 
@@ -327,6 +379,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       scopes.push(new Scope('Fault', this.refs.create({ kind: 'fault', seq }), false));
       scopes.push(new Scope('Page', this.refs.create({ kind: 'page', seq }), false));
       scopes.push(new Scope('VMA', this.refs.create({ kind: 'vma', seq }), false));
+      scopes.push(new Scope('Region', this.refs.create({ kind: 'region', seq }), false));
       scopes.push(new Scope('Registers', this.refs.create({ kind: 'registers', seq }), false));
     }
     scopes.push(new Scope('Tracked regions', this.refs.create({ kind: 'regions' }), true));
@@ -334,11 +387,12 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.sendResponse(response);
   }
 
-  protected override variablesRequest(response: DebugProtocol.VariablesResponse, args: DebugProtocol.VariablesArguments): void {
+  protected override async variablesRequest(response: DebugProtocol.VariablesResponse, args: DebugProtocol.VariablesArguments): Promise<void> {
     const ref = this.refs.get(args.variablesReference);
     let vars: DebugProtocol.Variable[] = [];
     try {
-      if (ref) vars = this.variablesOf(ref);
+      if (ref?.kind === 'registers') vars = await this.registerVariables(ref.seq);
+      else if (ref) vars = this.variablesOf(ref);
     } catch (e) {
       vars = [new Variable('error', (e as Error).message)];
     }
@@ -361,7 +415,8 @@ export class UffdDebugSession extends LoggingDebugSession {
         const flags = new Variable('VmFlags', v.vmFlags.join(' '), this.refs.create({ kind: 'vmflags', flags: v.vmFlags }));
         const kib = Number((v.end - v.start) / 1024n);
         return [
-          new Variable('range', `${hex(v.start)}-${hex(v.end)} (${kib} KiB)`),
+          memVar(new Variable('range', `${hex(v.start)}-${hex(v.end)} (${kib} KiB)`), hex(v.start)),
+          memVar(new Variable('start', hex(v.start)), hex(v.start)),
           new Variable('permissions', v.perms),
           new Variable('offset', hex(v.offset)),
           new Variable('path', vmaName(v)),
@@ -387,23 +442,43 @@ export class UffdDebugSession extends LoggingDebugSession {
           new Variable('pfn', p.present ? hex(p.pfn) : 'none (not present)'),
         ];
       }
-      case 'registers': {
-        const f = this.session.held.get(ref.seq);
-        const regs = f ? readUserRegs(this.session.pid!, f.tid) : null;
-        if (!regs) return [new Variable('state', 'not available (the thread is running)')];
-        return [
-          new Variable('rip', hex(regs.pc), 0),
-          new Variable('rsp', hex(regs.sp), 0),
-          new Variable('(others)', 'need ptrace: the full register set arrives with stack unwinding'),
-        ];
-      }
+      case 'registers':
+        return []; // asynchronous: registerVariables
       case 'vmflags':
         return decodeVmFlags(ref.flags).map((d) => new Variable(d.code, d.meaning));
       case 'counters':
         return Object.entries(ref.counters).map(([k, n]) => new Variable(k, `${n} kB`));
       case 'regions':
-        return this.session.regions.map((r, i) => new Variable(`#${i}`, regionLabel(r)));
+        return this.session.regions.map((r, i) => memVar(new Variable(`#${i}`, regionLabel(r)), r.start));
+      case 'region': {
+        const f = this.session.held.get(ref.seq);
+        if (!f) return [new Variable('state', 'resolved')];
+        return regionVariables(this.session, f, this.smaps()).map((v) => memVar(new Variable(v.name, v.value), v.memory));
+      }
     }
+  }
+
+  /** All registers of the held thread (from the helper's `stack`); rip and rsp from /proc when that fails. */
+  private async registerVariables(seq: number): Promise<DebugProtocol.Variable[]> {
+    const f = this.session.held.get(seq);
+    if (!f) return [new Variable('state', 'resolved')];
+    let stack;
+    try {
+      stack = await this.session.stack(seq);
+    } catch (e) {
+      const regs = readUserRegs(this.session.pid!, f.tid);
+      if (!regs) return [new Variable('state', `not available: ${(e as Error).message}`)];
+      return [
+        memVar(new Variable('rip', hex(regs.pc)), hex(regs.pc)),
+        memVar(new Variable('rsp', hex(regs.sp)), hex(regs.sp)),
+        new Variable('(others)', `not available: ${(e as Error).message}`),
+      ];
+    }
+    const vmas = this.smaps();
+    const vars = registerViews(stack, (a) => findVma(vmas, a) !== undefined)
+      .map((r) => memVar(new Variable(r.name, r.value), r.address !== null ? hex(r.address) : undefined));
+    if (stack.note) vars.push(new Variable('(note)', stack.note));
+    return vars;
   }
 
   private faultVariables(f: FaultEvent): DebugProtocol.Variable[] {
@@ -411,8 +486,8 @@ export class UffdDebugSession extends LoggingDebugSession {
     const task = this.session.threads().find((t) => t.tid === f.tid);
     const samePage = [...this.session.held.values()].filter((h) => h.page === f.page).length;
     return [
-      new Variable('address', f.addr),
-      new Variable('page', f.page),
+      memVar(new Variable('address', f.addr), f.addr),
+      memVar(new Variable('page', f.page), f.page),
       new Variable('access', f.access),
       new Variable('kind', f.kind),
       new Variable('thread', task ? `${f.tid} (${task.name})` : String(f.tid)),
@@ -431,6 +506,46 @@ export class UffdDebugSession extends LoggingDebugSession {
     return this.smapsCache.entries;
   }
 
+  /** Memory view: never blocks on a missing page (those bytes come back unreadable). */
+  protected override readMemoryRequest(response: DebugProtocol.ReadMemoryResponse, args: DebugProtocol.ReadMemoryArguments): void {
+    try {
+      const addr = memoryAddress(args.memoryReference, args.offset);
+      const count = Math.max(0, Math.min(args.count, 16 << 20));
+      const r = readMemory(this.requirePid(), addr, count);
+      response.body = { address: hex(addr), data: r.data.toString('base64'), ...(r.unreadable > 0 ? { unreadableBytes: r.unreadable } : {}) };
+      this.sendResponse(response);
+    } catch (e) {
+      this.sendErrorResponse(response, { id: 1014, format: (e as Error).message });
+    }
+  }
+
+  /** Writes through /proc/PID/mem; into a missing page with a held fault: resolves it with those bytes. */
+  protected override async writeMemoryRequest(response: DebugProtocol.WriteMemoryResponse, args: DebugProtocol.WriteMemoryArguments): Promise<void> {
+    let addr = 0n;
+    try {
+      addr = memoryAddress(args.memoryReference, args.offset);
+      const data = Buffer.from(args.data, 'base64');
+      const r = await writeMemory(this.session, addr, data);
+      response.body = { bytesWritten: r.bytesWritten };
+      this.sendResponse(response);
+      this.sendEvent(new Event('memory', { memoryReference: args.memoryReference, offset: args.offset ?? 0, count: data.length }));
+    } catch (e) {
+      const pe = e as PartialWriteError;
+      if (args.allowPartial && pe.bytesWritten > 0) {
+        response.body = { bytesWritten: pe.bytesWritten };
+        this.sendResponse(response);
+        this.sendEvent(new OutputEvent(`uffd-debug: wrote ${pe.bytesWritten} bytes at ${hex(addr)}, then: ${pe.message}\n`, 'console'));
+      } else {
+        this.sendErrorResponse(response, { id: 1015, format: pe.message, showUser: true });
+      }
+    }
+  }
+
+  private requirePid(): number {
+    if (this.session.pid === undefined || this.session.exitInfo || this.ended) throw new Error('no process: the program has exited');
+    return this.session.pid;
+  }
+
   private watchIds = new Map<string, number>();
   private nextWatchId = 1;
 
@@ -439,24 +554,44 @@ export class UffdDebugSession extends LoggingDebugSession {
     let range: [bigint, bigint] | null = null;
     let what = '';
     const ref = args.variablesReference ? this.refs.get(args.variablesReference) : undefined;
-    if (ref && (ref.kind === 'fault' || ref.kind === 'vma')) {
-      const f = this.session.held.get(ref.seq);
-      if (f && ref.kind === 'fault' && (args.name === 'address' || args.name === 'page')) {
-        range = [BigInt(f.page), BigInt(f.page) + 4096n];
-        what = `page ${f.page}`;
-      } else if (f && ref.kind === 'vma' && args.name === 'range') {
-        const v = findVma(this.smaps(), BigInt(f.addr));
+    if (ref && !args.asAddress) {
+      // A variable that denotes memory: a range variable watches its whole VMA or region, any
+      // other the page(s) at its address.
+      let v: DebugProtocol.Variable | undefined;
+      try {
+        v = this.variablesOf(ref).find((x) => x.name === args.name);
+      } catch {
+        v = undefined;
+      }
+      if (v?.memoryReference) {
+        const whole = /(0x[0-9a-f]+)-(0x[0-9a-f]+)/.exec(v.value);
+        if (args.name === 'range' && whole) {
+          range = [BigInt(whole[1]), BigInt(whole[2])];
+          what = `${ref.kind === 'vma' ? 'VMA' : 'region'} ${whole[1]}-${whole[2]}`;
+        } else {
+          range = parseWatchRange(v.memoryReference, args.bytes);
+          what = range && range[1] - range[0] === 4096n ? `page ${hex(range[0])}` : `${args.name} ${v.memoryReference}`;
+        }
+      }
+    } else {
+      // Typed by the user: an address (with bytes), a range, or a mapping name ([heap], libc.so).
+      range = parseWatchRange(args.name, args.bytes);
+      what = range ? `${hex(range[0])}-${hex(range[1])}` : '';
+      if (!range && !args.asAddress && this.session.pid !== undefined && args.name.trim()) {
+        const name = args.name.trim();
+        const v = this.smaps().find((x) => (name.startsWith('[') ? x.path === name : x.path.includes(name)));
         if (v) {
           range = [v.start, v.end];
           what = `VMA ${hex(v.start)}-${hex(v.end)} ${vmaName(v)}`;
         }
       }
-    } else if (!ref) {
-      range = parseWatchRange(args.name, args.bytes);
-      what = range ? `${hex(range[0])}-${hex(range[1])}` : '';
     }
     if (!range) {
-      response.body = { dataId: null, description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…), or the Fault address/page or VMA range variables.' };
+      response.body = {
+        dataId: null,
+        description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…), a mapping name ([heap], libc.so), ' +
+          'or a variable that denotes memory (Fault address/page, VMA or Region range).',
+      };
     } else {
       const pages = (range[1] - range[0]) / 4096n;
       response.body = {
@@ -489,7 +624,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       watches.push({ id, start: r[0], end: r[1], access });
       const pages = (r[1] - r[0]) / 4096n;
       const how = access === 'read' ? 'the first touch of each unpopulated page (a missing fault)'
-        : access === 'write' ? 'the first write to each page (a missing or write-protect fault; set it again to re-arm)'
+        : access === 'write' ? 'the first write to each page (write-protect is armed for populated pages; a first touch that writes is a missing fault; set it again to re-arm)'
           : 'the first touch of each unpopulated page and the first write to each page (set it again to re-arm)';
       results.push({
         id, verified: true,
@@ -629,4 +764,19 @@ export class UffdDebugSession extends LoggingDebugSession {
     });
     if (log) this.sendEvent(new OutputEvent(`uffd-debug helper log:\n${log}\n`, 'console'));
   }
+}
+
+/** A variable that denotes memory: VS Code offers the memory view (readMemory) and data breakpoints on it. */
+function memVar(v: Variable, address: string | undefined): DebugProtocol.Variable {
+  const dv = v as DebugProtocol.Variable;
+  if (address) dv.memoryReference = address;
+  return dv;
+}
+
+/** A memoryReference (an address in hex or decimal) plus an offset. */
+function memoryAddress(ref: string, offset = 0): bigint {
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(ref.trim())) throw new Error(`'${ref}' is not a memory reference: give an address such as 0x7f0000001000`);
+  const a = BigInt(ref.trim()) + BigInt(offset);
+  if (a < 0n || a >= 1n << 47n) throw new Error(`${hex(a)} is outside the user address space`);
+  return a;
 }

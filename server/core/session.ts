@@ -4,10 +4,12 @@ import { EventEmitter } from 'node:events';
 import { accessSync, constants, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { HelperClient, HelperError } from './helperClient';
-import { listTasks, TaskInfo } from './procfs';
+import { findVma, listTasks, readMaps, readSmaps, readStartBrk, TaskInfo, Vma, vmaName } from './procfs';
+import { ActiveFilter, FilterRequest, FilterResult, FilterSet, nameMatches, toHoldRanges } from './filters';
+import { RegionCounters } from './regionCounters';
 import {
   AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, NcEvent, Policy, PolicyArgs, Region, ResolveArgs,
-  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StreamMode, TrackSelector,
+  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -44,7 +46,7 @@ function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean }): Sessio
   };
 }
 
-export type StopReason = 'entry' | 'page fault' | 'step' | 'pause' | 'data breakpoint';
+export type StopReason = 'entry' | 'page fault' | 'step' | 'pause' | 'data breakpoint' | 'event';
 
 export interface StopInfo {
   reason: StopReason;
@@ -52,6 +54,10 @@ export interface StopInfo {
   fault?: FaultEvent;
   /** Data breakpoints whose range holds the fault. */
   hitWatches?: number[];
+  /** With reason `event`: the non-cooperative event whose filter stopped (at the next fault). */
+  event?: NcEvent;
+  /** The exception filter (with its condition) that stopped, if one did. */
+  filter?: { id: string; condition: string };
 }
 
 export type WatchAccess = 'read' | 'write' | 'readWrite';
@@ -108,8 +114,19 @@ export class FaultSession extends EventEmitter<SessionEvents> {
   private state: State = 'idle';
   private config: LaunchConfig | null = null;
   private stepReason: StopReason | null = null;
-  private filters: Record<FaultKind, boolean> = { missing: false, wp: true, minor: true };
+  /** Exception breakpoint filters: fault kinds and events, with conditions. */
+  readonly filterSet = defaultFilters();
   private watches: Watch[] = [];
+  /** An event filter matched: the next fault of any thread is held and reported with it. */
+  private pendingEvent: NcEvent | null = null;
+  /** The helper's policy as last answered (the Region scope shows it). */
+  policy: Policy | null = null;
+  /** Faults resolved, held and pages evicted per registered region, from the helper's events. */
+  readonly counters = new RegionCounters();
+  /** Policy fields from filters and watches, recomputed when they (or the regions) change. */
+  private basePolicy: PolicyArgs | null = null;
+  /** `holdEvery` as last sent: sending it again restarts the helper's count. */
+  private sentEvery = 0;
   /** A step that widens what is held until its first stop (stepIn: one thread; stepOut: outside a VMA). */
   private oneShot: { holdTid?: number[]; holdRange?: AddrRange[] } | null = null;
   /**
@@ -144,6 +161,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
       program, args: config.args ?? [], cwd, env, ...sessionOptions(config),
     });
     this.regions = [...this.launchInfo.regions];
+    this.counters.setRegions(this.regions);
     await this.applyPolicy({ stream: config.stream ?? 'all' });
     return this.launchInfo;
   }
@@ -162,6 +180,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     });
     this.launchInfo = body;
     this.regions = [...body.regions];
+    this.counters.setRegions(this.regions);
     await this.applyPolicy({ stream: config.stream ?? 'all' });
     return body;
   }
@@ -171,6 +190,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     this.requireRunning('track');
     const { regions } = await this.helper.request('track', selector);
     this.regions.push(...regions);
+    this.counters.setRegions(this.regions);
     return regions;
   }
 
@@ -179,6 +199,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     const { regions } = await this.helper.request('untrack', { ranges });
     const gone = new Set(regions.map((r) => `${r.start}-${r.end}`));
     this.regions = this.regions.filter((r) => !gone.has(`${r.start}-${r.end}`));
+    this.counters.setRegions(this.regions);
     return regions;
   }
 
@@ -203,33 +224,111 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     }
   }
 
-  /** Which fault kinds stop the program (exception breakpoint filters). */
+  /**
+   * The exception filters in force: fault kinds (`missing`, `wp`, `minor`) and events (`fork`,
+   * `remap`, `remove`, `unmap`), each with an optional condition (filters.ts). A filter absent
+   * from the list is off. One result per entry; a bad condition leaves that filter off.
+   */
+  async setFilterList(list: FilterRequest[]): Promise<FilterResult[]> {
+    const results = this.filterSet.set(list);
+    await this.refreshPolicy();
+    return results;
+  }
+
+  /** Turns fault-kind filters on or off, keeping their conditions (the CLI's and tests' way). */
   async setFilters(filters: Partial<Record<FaultKind, boolean>>): Promise<Policy> {
-    this.filters = { ...this.filters, ...filters };
-    return this.applyPolicy({});
+    const list: FilterRequest[] = this.filterSet.list()
+      .filter((f) => !(f.id in filters))
+      .map((f) => ({ id: f.id, condition: f.text }));
+    for (const [id, on] of Object.entries(filters)) {
+      if (on) list.push({ id, condition: this.filterSet.get(id as FaultKind)?.text });
+    }
+    this.filterSet.set(list);
+    await this.refreshPolicy();
+    return this.policy!;
+  }
+
+  /** Recomputes what filters and watches ask of the helper and sends it (after region changes too). */
+  async refreshPolicy(): Promise<void> {
+    this.basePolicy = null;
+    if (!this.helper.running || this.state === 'exited' || this.state === 'detached' || this.state === 'disposed') return;
+    await this.applyPolicy({});
   }
 
   /**
-   * The helper's policy from what the user asked: the exception filters (fault kinds held
-   * anywhere), data breakpoints (faults held in their ranges), and a step in progress.
+   * The helper's policy from what the user asked: the exception filters (fault kinds, narrowed
+   * by their conditions where the helper can), data breakpoints (faults held in their ranges),
+   * and a step in progress.
    */
   private policyArgs(): PolicyArgs {
     if (this.oneShot) {
-      return { hold: { missing: true, wp: true, minor: true }, holdTid: this.oneShot.holdTid ?? [], holdRange: this.oneShot.holdRange ?? [] };
+      return {
+        hold: { missing: true, wp: true, minor: true }, holdTid: this.oneShot.holdTid ?? [],
+        holdRange: this.oneShot.holdRange ?? [], holdEvery: 0,
+      };
     }
-    const hold = { ...this.filters };
-    let holdRange: AddrRange[] = [];
-    if (this.watches.length > 0 && !hold.missing) {
-      // Only the watched ranges: missing faults there, and write-protect faults of write watches.
+    if (!this.basePolicy) this.basePolicy = this.computePolicy();
+    return this.basePolicy;
+  }
+
+  private computePolicy(): PolicyArgs {
+    const watches = this.watches;
+    let maps: Vma[] | null = null;
+    const currentMaps = () => (maps ??= this.pid !== undefined ? safely(() => readMaps(this.pid!)) ?? [] : []);
+    const startBrk = () => (this.pid !== undefined ? readStartBrk(this.pid) : null);
+    const fp = this.filterSet.policy((names) => rangesNamed(currentMaps(), this.regions, names, startBrk()), watches.length > 0);
+    const hold = { ...fp.hold };
+    if (watches.length > 0) {
+      // Data breakpoints: missing faults in their ranges, and write-protect faults of write watches.
       hold.missing = true;
-      if (this.watches.some((w) => w.access !== 'read')) hold.wp = true;
-      holdRange = this.watches.map((w) => ({ start: hexOf(w.start), end: hexOf(w.end) }));
+      if (watches.some((w) => w.access !== 'read')) hold.wp = true;
     }
-    return { hold, holdRange, holdTid: [] };
+    const anyFilter = fp.hold.missing || fp.hold.wp || fp.hold.minor;
+    let ranges: [bigint, bigint][] | null = anyFilter ? fp.ranges : [];
+    if (ranges && watches.length > 0) ranges = [...ranges, ...watches.map((w): [bigint, bigint] => [w.start, w.end])];
+    if (ranges === null && (watches.length > 0 || this.filterSet.list().some((f) => f.id === 'missing'))) {
+      // An unconditioned write-protect or minor filter holds those faults anywhere, but they only
+      // happen in mappings registered for them (uw, ui): hold there, keeping a narrowed missing
+      // filter or the data breakpoints narrow.
+      ranges = this.narrowedWithKinds(watches);
+    }
+    let tids: number[] = [];
+    if (fp.tids && watches.length === 0) tids = fp.tids;
+    const holdRange = ranges === null ? [] : ranges.length === 0 ? [NOWHERE] : toHoldRanges(ranges);
+    return { hold, holdRange, holdTid: tids.slice(0, 32), holdEvery: fp.every };
+  }
+
+  /**
+   * Ranges when every missing-fault source is narrowed and only unconditioned write-protect or
+   * minor filters are not; null when a missing source is not narrowed either.
+   */
+  private narrowedWithKinds(watches: Watch[]): [bigint, bigint][] | null {
+    const filters = this.filterSet.list().filter((f) => ['missing', 'wp', 'minor'].includes(f.id) && !f.spent);
+    const missing = filters.find((f) => f.id === 'missing');
+    if (missing && missing.condition.ranges.length === 0 && missing.condition.names.length === 0) return null;
+    if (filters.some((f) => f.id !== 'missing' && (f.condition.ranges.length > 0 || f.condition.names.length > 0))) return null;
+    if (this.pid === undefined) return null;
+    const smaps = safely(() => readSmaps(this.pid!));
+    if (!smaps) return null;
+    const out: [bigint, bigint][] = watches.map((w): [bigint, bigint] => [w.start, w.end]);
+    if (missing) out.push(...missing.condition.ranges, ...rangesNamed(smaps, this.regions, missing.condition.names, readStartBrk(this.pid)));
+    for (const f of filters) {
+      if (f.id === 'missing') continue;
+      const code = f.id === 'wp' ? 'uw' : 'ui';
+      for (const v of smaps) if (v.vmFlags.includes(code)) out.push([v.start, v.end]);
+    }
+    return out;
   }
 
   private applyPolicy(extra: { holdNext?: boolean; stream?: StreamMode }): Promise<Policy> {
-    return this.helper.request('policy', { ...this.policyArgs(), ...extra });
+    const args: PolicyArgs = { ...this.policyArgs(), ...extra };
+    // Sending holdEvery restarts the helper's count: only when it changes.
+    if (args.holdEvery === this.sentEvery) delete args.holdEvery;
+    else this.sentEvery = args.holdEvery ?? this.sentEvery;
+    return this.helper.request('policy', args).then((p) => {
+      this.policy = p;
+      return p;
+    });
   }
 
   /**
@@ -240,6 +339,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
   async setWatches(watches: Watch[]): Promise<void> {
     const old = this.watches;
     this.watches = watches;
+    this.basePolicy = null;
     await this.applyPolicy({});
     for (const w of old) {
       if (w.access !== 'read' && !watches.some((n) => n.start === w.start && n.end === w.end && n.access !== 'read')) {
@@ -256,6 +356,11 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     } catch (e) {
       this.emit('log', `write watch ${hexOf(w.start)}-${hexOf(w.end)}: protect ${on ? 'on' : 'off'} failed: ${(e as Error).message}`);
     }
+  }
+
+  /** The data breakpoints in force. */
+  get watchList(): readonly Watch[] {
+    return this.watches;
   }
 
   private watchesHit(f: FaultEvent): Watch[] {
@@ -361,6 +466,15 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     }
   }
 
+  /**
+   * Registers and call stack of the thread held on fault `seq` (the helper stops the thread
+   * once, briefly, and keeps the result for this fault; the fault stays held).
+   */
+  async stack(seq: number, maxFrames?: number): Promise<StackBody> {
+    if (!this.held.has(seq)) throw new SessionError('ESTATE', `fault #${seq} is not held (it may have been resolved already)`);
+    return this.helper.request('stack', { seq, ...(maxFrames ? { maxFrames } : {}) });
+  }
+
   heldFor(tid: number): FaultEvent | undefined {
     for (const f of this.held.values()) if (f.tid === tid) return f;
     return undefined;
@@ -394,6 +508,23 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     await this.helper.stop();
   }
 
+  /** An event filter that matches holds the next fault of any thread and stops there with the event. */
+  private onEventFilter(e: NcEvent): void {
+    if (this.state !== 'running' || !this.filterSet.matchEvent(e, (a) => this.nameAt(a))) return;
+    this.pendingEvent = e;
+    this.stepReason = 'event';
+    this.applyPolicy({ holdNext: true }).catch((err: Error) => this.emit('log', `holding the next fault after ${e.what} failed: ${err.message}`));
+  }
+
+  /** The name of the mapping at `addr` (maps path, [heap], or a registered region's name). */
+  nameAt(addr: bigint): string | undefined {
+    if (this.pid === undefined) return undefined;
+    const v = findVma(safely(() => readMaps(this.pid!)) ?? [], addr);
+    if (v && v.path) return v.path;
+    const r = this.regions.find((x) => addr >= BigInt(x.start) && addr < BigInt(x.end));
+    return r?.name ?? (v ? vmaName(v) : undefined);
+  }
+
   private onHelperEvent(e: import('../protocol/messages').HelperEvent): void {
     switch (e.event) {
       case 'fault':
@@ -406,30 +537,55 @@ export class FaultSession extends EventEmitter<SessionEvents> {
             break;
           }
           const hits = this.watchesHit(e);
-          if (!this.oneShot && this.stepReason === null && hits.length > 0 && !this.filters[e.kind] &&
-              e.access === 'read' && hits.every((w) => w.access === 'write')) {
-            // Held for a write watch, but only read: not a stop. (Only faults inside a watched
-            // range take this round trip.)
-            this.emit('fault', e);
-            this.helper.request('resolve', { seq: e.seq, how: 'default' }).catch(() => { /* resolved with its page */ });
-            break;
+          const stepping = this.oneShot !== null || this.stepReason !== null;
+          let filter: ActiveFilter | undefined;
+          let watched: Watch[] = [];
+          if (!stepping) {
+            watched = hits.filter((w) => watchStops(w, e));
+            filter = this.filterSet.matchFault(e, (a) => this.nameAt(a), this.watches.length > 0);
+            const samePage = [...this.held.values()].some((h) => h.page === e.page && h.pid === e.pid);
+            if (!filter && watched.length === 0 && !samePage) {
+              // Held because the helper's policy is wider than what was asked (a condition it
+              // cannot express, a read in a write watch): not a stop.
+              this.counters.onFault({ ...e, held: false });
+              this.emit('fault', e);
+              this.helper.request('resolve', { seq: e.seq, how: 'default' }).catch(() => { /* resolved with its page */ });
+              break;
+            }
+            if (filter && (filter.spent || filter.reached)) this.refreshPolicy().catch((err: Error) => this.emit('log', `policy update failed: ${err.message}`));
+            if (!filter && watched.length === 0) {
+              // Another thread on a page where a fault is already held: held with it, no new stop.
+              this.held.set(e.seq, e);
+              this.counters.onFault(e);
+              this.emit('fault', e);
+              break;
+            }
           }
           this.held.set(e.seq, e);
-          const reason = this.stepReason ?? (hits.length > 0 && !this.filters[e.kind] ? 'data breakpoint' : 'page fault');
+          this.counters.onFault(e);
+          const event = this.pendingEvent;
+          this.pendingEvent = null;
+          const reason = this.stepReason ?? (filter ? 'page fault' : watched.length > 0 ? 'data breakpoint' : 'page fault');
           this.stepReason = null;
           if (this.oneShot) {
             this.oneShot = null;
             this.applyPolicy({}).catch((err: Error) => this.emit('log', `restoring the policy after a step failed: ${err.message}`));
           }
           this.emit('fault', e);
-          this.emit('stopped', { reason, tid: e.tid, fault: e, hitWatches: hits.map((w) => w.id) });
+          this.emit('stopped', {
+            reason, tid: e.tid, fault: e, hitWatches: (stepping ? hits : watched).map((w) => w.id),
+            ...(reason === 'event' && event ? { event } : {}),
+            ...(filter && filter.text ? { filter: { id: filter.id, condition: filter.text } } : {}),
+          });
         } else {
+          this.counters.onFault(e);
           this.emit('fault', e);
         }
         break;
       case 'resolved': {
         const f = this.held.get(e.seq);
         this.held.delete(e.seq);
+        if (f) this.counters.onResolved(f, e);
         if (f && f.kind === 'missing' && f.access === 'write' && this.watchesHit(f).length > 0) this.retryingWrite.set(f.tid, f.page);
         this.emit('resolved', e);
         if (f && !this.heldFor(f.tid)) this.emit('threadResumed', f.tid);
@@ -445,13 +601,20 @@ export class FaultSession extends EventEmitter<SessionEvents> {
             const right = re > end ? [{ ...r, start: e.region.end }] : [];
             return [...left, ...right];
           });
+          this.counters.setRegions(this.regions);
           this.emit('regionRemoved', e.region);
         } else {
           this.regions.push(e.region);
+          this.counters.setRegions(this.regions);
           this.emit('region', e.region);
+        }
+        if (this.filterSet.hasNames()) {
+          this.refreshPolicy().catch((err: Error) => this.emit('log', `policy update after a region change failed: ${err.message}`));
         }
         break;
       case 'nc':
+        this.counters.onEvent(e);
+        this.onEventFilter(e);
         this.emit('nc', e);
         break;
       case 'detached':
@@ -513,4 +676,48 @@ function mergeEnv(base: NodeJS.ProcessEnv, extra: Record<string, string | null>)
     else out[k] = v;
   }
   return out;
+}
+
+/** Never mapped: a hold range that holds nothing (an empty list would mean "anywhere"). */
+const NOWHERE: AddrRange = { start: '0x0', end: '0x1000' };
+
+/** Whether a fault in a data breakpoint's range is one it stops on. */
+function watchStops(w: Watch, f: FaultEvent): boolean {
+  if (w.access === 'read') return f.kind === 'missing';
+  if (w.access === 'write') return f.access === 'write';
+  return f.kind === 'missing' || f.access === 'write';
+}
+
+/** How far the heap and the stack may grow beyond what maps shows now (faults there are checked by name). */
+const HEAP_GROWTH = 1n << 36n;
+const STACK_GROWTH = 64n << 20n;
+
+/**
+ * The ranges of the mappings (and registered regions) whose name a condition names. [heap] and
+ * [stack] grow: their ranges reach as far as they may grow, so faults in memory they gain before
+ * the policy is refreshed are held too (and checked by name here).
+ */
+function rangesNamed(maps: Vma[], regions: Region[], names: string[], startBrk: bigint | null): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  if (names.includes('[heap]') && startBrk !== null && startBrk > 0n) out.push([startBrk, startBrk + HEAP_GROWTH]);
+  if (names.includes('[stack]')) {
+    for (const v of maps) if (v.path === '[stack]') out.push([v.end > STACK_GROWTH ? v.end - STACK_GROWTH : 0n, v.end]);
+  }
+  for (const v of maps) if (v.path && names.some((n) => nameMatches(n, v.path))) out.push([v.start, v.end]);
+  for (const r of regions) if (r.name && names.some((n) => nameMatches(n, r.name!))) out.push([BigInt(r.start), BigInt(r.end)]);
+  return out;
+}
+
+function safely<T>(f: () => T): T | null {
+  try {
+    return f();
+  } catch {
+    return null;
+  }
+}
+
+function defaultFilters(): FilterSet {
+  const f = new FilterSet();
+  f.set([{ id: 'wp' }, { id: 'minor' }]);
+  return f;
 }

@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Vma } from './procfs';
+import { RegisterName, StackBody, StackFrameInfo } from '../protocol/messages';
 
 export interface UserRegs { pc: bigint; sp: bigint }
 
@@ -87,4 +88,102 @@ export function locationLabel(l: Location): string {
   if (!l.module || l.offset === null) return '0x' + l.pc.toString(16);
   const where = `${basename(l.module)}+0x${l.offset.toString(16)}`;
   return l.func ? `${l.func} (${where})` : where;
+}
+
+// ---- frames and registers from the helper's `stack` (libdw unwinding) --------------------
+
+/** One frame ready to show: what to call it and where its source is. */
+export interface FrameView {
+  name: string;
+  pc: bigint;
+  module: string | null;
+  file: string | null;
+  line: number | null;
+  column: number | null;
+  /** The source file exists on this machine: the frame can open it. */
+  sourceAvailable: boolean;
+}
+
+/** An ELF symbol without its version ("__libc_start_main@@GLIBC_2.34" → "__libc_start_main"). */
+function plainSymbol(s: string): string {
+  const at = s.indexOf('@');
+  return at > 0 ? s.slice(0, at) : s;
+}
+
+/**
+ * "toucher" for a frame with source here; otherwise the module is named:
+ * "start_thread (libc.so.6)", "memset+0x2a (libc.so.6)" or "libfoo.so+0x1234"; the address last.
+ */
+export function frameName(f: StackFrameInfo, sourceAvailable: boolean): string {
+  const pc = BigInt(f.pc);
+  const fn = f.function ?? (f.symbol !== undefined ? plainSymbol(f.symbol) : undefined);
+  const inl = f.inlined ? ' [inlined]' : '';
+  if (fn !== undefined && sourceAvailable) return fn + inl;
+  if (!f.module) return fn !== undefined ? fn + inl : '0x' + pc.toString(16);
+  const mod = basename(f.module);
+  if (fn !== undefined) {
+    const off = f.function === undefined && f.offset ? `+0x${f.offset.toString(16)}` : '';
+    return `${fn}${off}${inl} (${mod})`;
+  }
+  const base = f.moduleBase !== undefined ? BigInt(f.moduleBase) : null;
+  return base !== null ? `${mod}+0x${(pc - base).toString(16)}` : `0x${pc.toString(16)} (${mod})`;
+}
+
+export function frameViews(body: StackBody, exists: (file: string) => boolean = existsSync): FrameView[] {
+  return body.frames.map((f) => {
+    const file = f.file ?? null;
+    const line = f.line ?? null;
+    const sourceAvailable = file !== null && line !== null && file.startsWith('/') && exists(file);
+    return {
+      name: frameName(f, sourceAvailable), pc: BigInt(f.pc), module: f.module ?? null, file, line,
+      column: f.column ?? null, sourceAvailable,
+    };
+  });
+}
+
+const EFLAGS_BITS: [number, string][] = [
+  [0, 'CF'], [2, 'PF'], [4, 'AF'], [6, 'ZF'], [7, 'SF'], [8, 'TF'], [9, 'IF'], [10, 'DF'], [11, 'OF'],
+  [14, 'NT'], [16, 'RF'], [17, 'VM'], [18, 'AC'], [19, 'VIF'], [20, 'VIP'], [21, 'ID'],
+];
+
+/** "0x246 [IF ZF PF]": the flags set, highest bit first. */
+export function decodeEflags(v: bigint): string {
+  const set = EFLAGS_BITS.filter(([bit]) => (v >> BigInt(bit)) & 1n).map(([, n]) => n).reverse();
+  return `0x${v.toString(16)} [${set.join(' ')}]`;
+}
+
+/** The order registers are shown in: general purpose, then rip/eflags, then the rest. */
+export const REGISTER_ORDER: RegisterName[] = [
+  'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15',
+  'rip', 'eflags', 'orig_rax', 'fs_base', 'gs_base', 'cs', 'ss', 'ds', 'es', 'fs', 'gs',
+];
+
+export interface RegisterView {
+  name: string;
+  value: string;
+  /** Set when the value points into the process (a mapping holds it): a memory reference. */
+  address: bigint | null;
+}
+
+/**
+ * The Registers scope of a held fault. `mapped` says whether an address is inside one of the
+ * process's mappings: such values (and always rip, rsp, rbp, fs_base) get a memory reference.
+ */
+export function registerViews(body: StackBody, mapped: (addr: bigint) => boolean): RegisterView[] {
+  const alwaysPointer = new Set<RegisterName>(['rip', 'rsp', 'rbp', 'fs_base', 'gs_base']);
+  const out: RegisterView[] = [];
+  for (const name of REGISTER_ORDER) {
+    const text = body.registers[name];
+    if (text === undefined) continue;
+    const v = BigInt(text);
+    if (name === 'eflags') {
+      out.push({ name, value: decodeEflags(v), address: null });
+      continue;
+    }
+    const value = name === 'orig_rax' && v === 0xffffffffffffffffn ? `${text} (-1: not in a system call)` : text;
+    const pointer = v !== 0n && !['cs', 'ss', 'ds', 'es', 'fs', 'gs', 'orig_rax'].includes(name) &&
+      (alwaysPointer.has(name) || mapped(v));
+    out.push({ name, value, address: pointer ? v : null });
+  }
+  return out;
 }

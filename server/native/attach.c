@@ -25,6 +25,7 @@
 
 #include "attach.h"
 #include "errnames.h"
+#include "evict.h"
 #include "faults.h"
 #include "launch.h"
 #include "log.h"
@@ -723,6 +724,118 @@ static int keeper_setup(pid_t pid, uint64_t features, struct keeper *k, int *fdp
 	return 0;
 }
 
+
+/* ---- episodes: work done with every thread stopped, by a child of the helper ------------ */
+
+int attach_episode(int (*fn)(pid_t pid, pid_t tid, void *arg, char *msg, size_t len),
+		   void (*at_exit)(void *arg), void *arg, pid_t *child, int *sk, char *why,
+		   size_t why_len)
+{
+	int sv[2];
+
+	if (!at.active) {
+		errno = ESRCH;
+		snprintf(why, why_len, "no process is attached");
+		return -1;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		snprintf(why, why_len, "socketpair: %s", strerror(errno));
+		return -1;
+	}
+	*child = fork();
+	if (*child < 0) {
+		snprintf(why, why_len, "fork: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (*child == 0) {
+		struct launch_err e = { 0 };
+		struct thr *tv = NULL;
+		char buf[sizeof(int) + sizeof(e.msg)];
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		size_t nt = 0, pick;
+		int r;
+
+		close(sv[0]);
+		/* the protocol stream is the helper's alone: its end must close with it */
+		if (devnull >= 0)
+			dup2(devnull, STDOUT_FILENO);
+		prctl(PR_SET_NAME, "uffd-episode", 0, 0, 0);
+		memset(buf, 0, sizeof(buf));
+		if (seize_all(at.pid, &tv, &nt, &e)) {
+			r = -(e.err ? e.err : EIO);
+			snprintf(buf + sizeof(int), sizeof(buf) - sizeof(int), "%s", e.msg);
+		} else {
+			for (pick = 0; pick < nt && (tv[pick].gone || tv[pick].sig); pick++)
+				;
+			if (pick == nt) {
+				r = -EAGAIN;
+				snprintf(buf + sizeof(int), sizeof(buf) - sizeof(int), "no thread of "
+					 "pid %d could run a system call (all had signals pending): "
+					 "try again", at.pid);
+			} else {
+				r = fn(at.pid, tv[pick].tid, arg, buf + sizeof(int),
+				       sizeof(buf) - sizeof(int));
+			}
+		}
+		memcpy(buf, &r, sizeof(int));
+		send(sv[1], buf, sizeof(int) + strlen(buf + sizeof(int)) + 1, MSG_NOSIGNAL);
+		/* the helper takes note of the result before the threads run: a byte, or EOF */
+		if (tv) {
+			char c;
+
+			while (read(sv[1], &c, 1) < 0 && errno == EINTR)
+				;
+			release_all(tv, nt);
+		}
+		if (at_exit)
+			at_exit(arg);
+		_exit(0);
+	}
+	close(sv[1]);
+	*sk = sv[0];
+	return 0;
+}
+
+int attach_range_evictable(uint64_t s, uint64_t e, char *why, size_t len)
+{
+	struct vma *v = NULL;
+	size_t nv = 0, i;
+	uint64_t a = s;
+
+	if (!rset_covers(&at.reg, s, e)) {
+		snprintf(why, len, "not all of it is tracked (registered) by this helper: track "
+			 "it first");
+		return -1;
+	}
+	if (read_maps(at.pid, &v, &nv)) {
+		snprintf(why, len, "cannot read /proc/%d/maps: %s", at.pid, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < nv && a < e; i++) {
+		if (v[i].e <= a || v[i].s >= e)
+			continue;
+		if (v[i].s > a)
+			break;
+		if (!anon_private(&v[i])) {
+			snprintf(why, len, "0x%llx-0x%llx (%s) is not private anonymous memory; only "
+				 "that can be evicted (its content would otherwise come back from the "
+				 "file or the shared page cache)", (unsigned long long)v[i].s,
+				 (unsigned long long)v[i].e, v[i].name[0] ? v[i].name : "anonymous");
+			free(v);
+			return -1;
+		}
+		a = v[i].e;
+	}
+	free(v);
+	if (a < e) {
+		snprintf(why, len, "0x%llx is not mapped", (unsigned long long)a);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- registration ---------------------------------------------------------------------- */
 
 struct scan_result {
@@ -1251,6 +1364,7 @@ static size_t detach_now(struct jbuf *events)
 	}
 	free(tmp.p);
 	faults_forget_all();	/* any that could not be resolved: unregistering wakes them */
+	evict_end(1);		/* every evicted page back in place */
 
 	nr = at.reg.n;
 	all.r = at.reg.r;
@@ -1338,6 +1452,7 @@ static void target_exited(void)
 	ev_end();
 	pr_info("attached process %d exited", at.pid);
 	faults_forget_all();
+	evict_end(0);
 	if (sess.uffd >= 0)
 		close(sess.uffd);
 	sess.uffd = -1;

@@ -3,7 +3,9 @@
 #define UFFD_HELPER_ATTACH_H
 
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "json.h"
 
@@ -20,6 +22,19 @@ void attach_cmd_detach(int64_t id);
 int attach_active(void);
 /* Detaches quietly (end of input, shutdown): the process runs on as if never debugged. */
 void attach_release(void);
+
+/*
+ * Runs fn in a child of the helper with every thread of the attached process stopped (fn
+ * may inject system calls into tid). The child answers on *sk: an int (fn's result, or
+ * -errno) and a message, then waits for one byte on *sk (or its close) before releasing the
+ * threads and calling at_exit; the caller polls *sk and reaps *child. A killed helper cannot
+ * leave a thread stopped or with borrowed registers: the child finishes on its own.
+ */
+int attach_episode(int (*fn)(pid_t pid, pid_t tid, void *arg, char *msg, size_t len),
+		   void (*at_exit)(void *arg), void *arg, pid_t *child, int *sk, char *why,
+		   size_t why_len);
+/* 0 if [s, e) is registered and private anonymous; else -1 with the reason in why. */
+int attach_range_evictable(uint64_t s, uint64_t e, char *why, size_t len);
 
 enum { ATTACH_PFD_NR = 2 };
 /* Adds the exit pidfd and the rescan timer to pfd at *n; idx gets the slots or -1. */

@@ -13,6 +13,7 @@
 
 #include "b64.h"
 #include "errnames.h"
+#include "evict.h"
 #include "faults.h"
 #include "log.h"
 #include "mem.h"
@@ -283,9 +284,16 @@ static int auto_resolve(const struct held *h, enum resolve_how how)
 {
 	int i;
 
+	const void *saved = h->kind == K_MISSING ? evict_saved(h->fd, h->page) : NULL;
+
+	if (saved)
+		how = HOW_COPY;
 	for (i = 0;; i++) {
-		if (!do_op(how, h->page, h->psize, NULL, 0, missing_flags(h->kind, h->page)))
+		if (!do_op(how, h->page, h->psize, saved, 0, missing_flags(h->kind, h->page))) {
+			if (saved)
+				evict_forget(h->fd, h->page);
 			return 0;
+		}
 		if (errno == EEXIST) {
 			if (uffd_wake_range(op_fd, h->page, h->psize) && errno != ENOENT)
 				pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, op_fd);
@@ -345,14 +353,20 @@ static void read_ahead(const struct held *h, enum resolve_how how)
 	uint64_t i, p;
 
 	for (i = 1; i < policy.read_ahead; i++) {
+		const void *saved;
+
 		p = h->page + i * h->psize;
 		if (page_held(p, op_fd) || page_pending(p))
 			continue;
-		if (do_op(how, p, h->psize, NULL, 0, OP_DONTWAKE | missing_flags(K_MISSING, p))) {
+		saved = evict_saved(op_fd, p);
+		if (do_op(saved ? HOW_COPY : how, p, h->psize, saved, 0,
+			  OP_DONTWAKE | missing_flags(K_MISSING, p))) {
 			if (errno == EEXIST)
 				continue;
 			break;
 		}
+		if (saved)
+			evict_forget(op_fd, p);
 		nr_read_ahead++;
 	}
 }
@@ -361,6 +375,9 @@ static void read_ahead(const struct held *h, enum resolve_how how)
 static void auto_finish(const struct held *h)
 {
 	enum resolve_how how = default_how(h);
+
+	if (h->kind == K_MISSING && evict_saved(h->fd, h->page))
+		how = HOW_COPY;	/* an evicted page comes back with its content */
 
 	op_fd = h->fd;
 	/* the following pages first: once woken, the thread would race the read-ahead */
@@ -526,6 +543,40 @@ static int want_hold(const struct held *h)
 	return 1;
 }
 
+/*
+ * The same thread again on a page it is held on: it was taken out of the fault (a signal, or
+ * `stack` reading its registers) and re-executed the instruction. The held fault stands for
+ * this message (docs/protocol.md, `stack`): no new seq, no event; resolving it wakes the thread.
+ */
+static int held_again(const struct uffd_msg *m, int fd)
+{
+	uint64_t addr = m->arg.pagefault.address, flags = m->arg.pagefault.flags;
+	pid_t tid = m->arg.pagefault.feat.ptid;
+	enum fault_kind kind = flags & UFFD_PAGEFAULT_FLAG_MINOR ? K_MINOR :
+			       flags & UFFD_PAGEFAULT_FLAG_WP ? K_WP : K_MISSING;
+	size_t i;
+
+	for (i = 0; tid && i < nr_held; i++)
+		if (held[i].tid == tid && held[i].fd == fd && held[i].kind == kind &&
+		    addr - held[i].page < held[i].psize)
+			return 1;
+	return 0;
+}
+
+int faults_held_thread(uint64_t seq, pid_t *tid, pid_t *pid)
+{
+	size_t i;
+
+	for (i = 0; i < nr_held; i++) {
+		if (held[i].seq == seq) {
+			*tid = held[i].tid;
+			*pid = held[i].pid;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static void handle_fault(const struct uffd_msg *m, uint64_t t, int fd, pid_t pid)
 {
 	uint64_t flags = m->arg.pagefault.flags, addr = m->arg.pagefault.address;
@@ -539,6 +590,10 @@ static void handle_fault(const struct uffd_msg *m, uint64_t t, int fd, pid_t pid
 		.pid = pid,
 	};
 
+	if (held_again(m, fd)) {
+		seq_next--;
+		return;
+	}
 	h.psize = mem_page_size(addr);
 	h.page = addr & ~(h.psize - 1);
 	if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
@@ -812,6 +867,12 @@ static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
 	case UFFD_EVENT_UNMAP:
 		start = m->arg.remove.start;
 		end = m->arg.remove.end;
+		/* the pages an eviction drops: not the program's doing */
+		if (m->event == UFFD_EVENT_REMOVE && !source && evict_claims_remove(start, end))
+			return;
+		/* the program dropped evicted pages itself: their saved copies are void */
+		for (uint64_t p = start; evict_count() && !source && p < end; p += PAGE_SZ)
+			evict_forget(fd, p);
 		nc_begin(m->event == UFFD_EVENT_UNMAP ? "unmap" : "remove", t);
 		jb_puts(&out, ",\"start\":");
 		jb_hex(&out, start);
@@ -992,6 +1053,7 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 {
 	struct held f = held[idx];
 	enum resolve_how how = s->how == HOW_DEFAULT ? default_how(&f) : s->how;
+	const void *src;
 	const char *ioctl_name = how_ioctls[how];
 	uint64_t len = s->pages * f.psize, done, t_end;
 	unsigned char *before = NULL;
@@ -1021,14 +1083,21 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 		free(before);
 		return -1;
 	}
+	src = s->src;
+	if (!src && s->how == HOW_DEFAULT && f.kind == K_MISSING &&
+	    (src = evict_saved(f.fd, f.page)))
+		how = HOW_COPY;	/* an evicted page comes back with its content */
+	ioctl_name = how_ioctls[how];
 	for (tries = 0;; tries++) {
-		r = do_op(how, f.page, f.psize, s->src, s->from, missing_flags(f.kind, f.page));
+		r = do_op(how, f.page, f.psize, src, s->from, missing_flags(f.kind, f.page));
 		if (!r || errno != EAGAIN || tries >= EAGAIN_RETRIES)
 			break;
 		eagain_pause(f.fd);
 	}
 	if (!r && how == HOW_ZERO && zero_was_copy)
 		ioctl_name = "UFFDIO_COPY";
+	if (!r)
+		evict_forget(f.fd, f.page);	/* back, or replaced by the user's choice */
 	if (r && errno == EEXIST && s->how == HOW_DEFAULT) {
 		/* the default is idempotent: already mapped counts as resolved, after a wake */
 		if (uffd_wake_range(op_fd, f.page, f.psize) && errno != ENOENT)

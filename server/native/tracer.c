@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/kcmp.h>
 #include <sys/mman.h>
@@ -25,6 +26,8 @@ struct tid_state {
 	int in_syscall;		/* stopped at seccomp, waiting for the syscall-exit stop */
 	long nr;
 	uint64_t args[5];
+	int eat_sigstop;	/* SIGSTOPs sent by tracer_stop_thread still to come: not delivered */
+	int resume_sig;		/* stopped by tracer_stop_thread at this signal: deliver it */
 };
 
 static struct tid_state *tids;
@@ -75,6 +78,38 @@ static void tid_del(pid_t tid)
 void tracer_add(pid_t tid, int tracked)
 {
 	tid_add(tid, tracked);
+}
+
+int tracer_traces(pid_t tid)
+{
+	return tid_find(tid) != NULL;
+}
+
+/* Seized threads to PTRACE_DETACH at their next stop (tracer_detach_later). */
+static pid_t detach_later[16];
+static size_t nr_detach_later;
+
+void tracer_detach_later(pid_t tid)
+{
+	if (nr_detach_later < sizeof(detach_later) / sizeof(detach_later[0]))
+		detach_later[nr_detach_later++] = tid;
+	else
+		pr_err("tid %d stays seized: too many threads waiting to be detached", tid);
+}
+
+static int detach_if_later(pid_t tid, int status)
+{
+	size_t i;
+
+	for (i = 0; i < nr_detach_later && detach_later[i] != tid; i++)
+		;
+	if (i == nr_detach_later)
+		return 0;
+	detach_later[i] = detach_later[--nr_detach_later];
+	if (WIFSTOPPED(status) &&
+	    ptrace(PTRACE_DETACH, tid, 0, status >> 16 ? 0 : WSTOPSIG(status)) && errno != ESRCH)
+		pr_perror("PTRACE_DETACH of tid %d", tid);
+	return 1;
 }
 
 void tracer_kill_all(void)
@@ -263,6 +298,17 @@ static void program_exited(int status)
 	sess.uffd = -1;
 }
 
+/* Our own SIGSTOP from tracer_stop_thread: sent by this process with tkill. */
+static int own_sigstop(struct tid_state *t, int status)
+{
+	siginfo_t si;
+
+	if (!t->eat_sigstop || status >> 16 || WSTOPSIG(status) != SIGSTOP ||
+	    ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si))
+		return 0;
+	return si.si_code == SI_TKILL && si.si_pid == getpid();
+}
+
 static void handle_stop(struct tid_state *t, int status, int fresh)
 {
 	struct user_regs_struct r;
@@ -315,12 +361,88 @@ static void handle_stop(struct tid_state *t, int status, int fresh)
 		resume(t->tid, PTRACE_CONT, 0);
 		return;
 	}
+	if (own_sigstop(t, status)) {	/* late, after tracer_stop_thread took another stop */
+		t->eat_sigstop--;
+		resume(t->tid, PTRACE_CONT, 0);
+		return;
+	}
 	if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) && errno == EINVAL) {
 		/* group-stop (without PTRACE_SEIZE it cannot be kept): let it run */
 		resume(t->tid, PTRACE_CONT, 0);
 		return;
 	}
 	resume(t->tid, PTRACE_CONT, sig);
+}
+
+static void thread_gone(pid_t tid, int status)
+{
+	tid_del(tid);
+	if (tid == sess.pid && sess.alive)
+		program_exited(status);
+}
+
+int tracer_stop_thread(pid_t tid)
+{
+	struct timespec nap = { 0, 50000 };
+	uint64_t deadline = now_ns() + 2000000000ULL;
+	struct tid_state *t = tid_find(tid);
+	int status;
+	pid_t r;
+
+	if (!t) {
+		errno = ESRCH;
+		return -1;
+	}
+	if (syscall(SYS_tkill, tid, SIGSTOP))
+		return -1;
+	t->eat_sigstop++;
+	for (;;) {
+		r = waitpid(tid, &status, __WALL | WNOHANG);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			if (now_ns() > deadline) {
+				errno = ETIMEDOUT;	/* the SIGSTOP is eaten when it comes */
+				return -1;
+			}
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		if (WIFEXITED(status) || WIFSIGNALED(status)) {
+			thread_gone(tid, status);
+			errno = ESRCH;
+			return -1;
+		}
+		if (!WIFSTOPPED(status))
+			continue;
+		if (own_sigstop(t, status)) {
+			t->eat_sigstop--;
+			t->resume_sig = 0;
+			return 0;
+		}
+		if (!(status >> 16) && WSTOPSIG(status) != (SIGTRAP | 0x80)) {
+			siginfo_t si;
+
+			/* another signal stopped it first: stopped all the same; deliver it after */
+			if (!ptrace(PTRACE_GETSIGINFO, tid, 0, &si)) {
+				t->resume_sig = WSTOPSIG(status);
+				return 0;
+			}
+		}
+		handle_stop(t, status, 0);	/* anything else: as the tracer loop would */
+	}
+}
+
+void tracer_resume_thread(pid_t tid)
+{
+	struct tid_state *t = tid_find(tid);
+
+	if (!t)
+		return;
+	resume(tid, PTRACE_CONT, t->resume_sig);
+	t->resume_sig = 0;
 }
 
 void tracer_reap(void)
@@ -335,10 +457,10 @@ void tracer_reap(void)
 			continue;
 		if (tid <= 0)
 			return;
+		if (detach_if_later(tid, status))
+			continue;
 		if (WIFEXITED(status) || WIFSIGNALED(status)) {
-			tid_del(tid);
-			if (tid == sess.pid && sess.alive)
-				program_exited(status);
+			thread_gone(tid, status);
 			continue;
 		}
 		if (!WIFSTOPPED(status))

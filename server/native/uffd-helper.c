@@ -21,6 +21,7 @@
 #include "attach.h"
 #include "dirty.h"
 #include "errnames.h"
+#include "evict.h"
 #include "faults.h"
 #include "json.h"
 #include "launch.h"
@@ -28,6 +29,7 @@
 #include "mem.h"
 #include "output.h"
 #include "session.h"
+#include "stack.h"
 #include "tracer.h"
 #include "uffd.h"
 
@@ -510,7 +512,7 @@ static void handle_request(const char *line, size_t len)
 	if (!sess.hello_done && strcmp(cmd, "hello")) {
 		static const char *const known[] = { "launch", "run", "policy", "resolve",
 			"resolveAll", "stats", "kill", "shutdown", "register", "unregister",
-			"protect", "attach", "track", "untrack", "detach", "dirty" };
+			"protect", "attach", "track", "untrack", "detach", "dirty", "evict", "stack" };
 		size_t i;
 
 		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -552,6 +554,10 @@ static void handle_request(const char *line, size_t len)
 		attach_cmd_detach(id);
 	else if (!strcmp(cmd, "dirty"))
 		dirty_cmd(id, req);
+	else if (!strcmp(cmd, "evict"))
+		evict_cmd(id, req);
+	else if (!strcmp(cmd, "stack"))
+		stack_cmd(id, req);
 	else if (!strcmp(cmd, "stats")) {
 		resp_ok_begin(id);
 		faults_stats_json(&out);
@@ -675,7 +681,7 @@ int main(void)
 
 	while (!quitting) {
 		int n = 0, i_uffd = -1, i_in = -1, i_sig, i_out[OUT_NR], i_tmr;
-		int i_att[ATTACH_PFD_NR], i_kid[FAULTS_PFD_NR];
+		int i_att[ATTACH_PFD_NR], i_kid[FAULTS_PFD_NR], i_evict;
 
 		i_sig = n;
 		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
@@ -695,6 +701,7 @@ int main(void)
 		}
 		attach_pollfds(pfd, &n, i_att);	/* attached process: exit, mapping rescans */
 		faults_pollfds(pfd, &n, i_kid);	/* children followed after a fork */
+		evict_pollfd(pfd, &n, &i_evict);	/* an eviction in progress */
 		if (poll(pfd, n, poll_timeout()) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -715,6 +722,7 @@ int main(void)
 		if (i_tmr >= 0 && pfd[i_tmr].revents & POLLIN)
 			faults_timer_fire();
 		attach_ready(pfd, i_att);
+		evict_ready(pfd, i_evict);
 		if (pfd[i_sig].revents & POLLIN) {
 			struct signalfd_siginfo si[16];
 

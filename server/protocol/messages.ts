@@ -146,6 +146,52 @@ export interface DirtyBody {
   truncated: boolean;
 }
 
+/** `stack`: the registers and call stack of the thread held on fault `seq`. */
+export interface StackArgs { seq: number; maxFrames?: number }
+
+/** One frame, innermost first; a field is absent when unknown. */
+export interface StackFrameInfo {
+  pc: Hex;
+  /** Path of the ELF file (or "[vdso]") that holds pc, and where it is loaded. */
+  module?: string;
+  moduleBase?: Hex;
+  /** ELF symbol containing pc and pc's offset from it. */
+  symbol?: string;
+  offset?: number;
+  /** Function from DWARF (an inlined one when `inlined`). */
+  function?: string;
+  inlined?: boolean;
+  /** Source position from DWARF (of the call, for caller frames). */
+  file?: string;
+  line?: number;
+  column?: number;
+}
+
+export type RegisterName =
+  | 'rax' | 'rbx' | 'rcx' | 'rdx' | 'rsi' | 'rdi' | 'rbp' | 'rsp' | 'r8' | 'r9' | 'r10' | 'r11' | 'r12' | 'r13'
+  | 'r14' | 'r15' | 'rip' | 'eflags' | 'orig_rax' | 'fs_base' | 'gs_base' | 'cs' | 'ss' | 'ds' | 'es' | 'fs' | 'gs';
+
+export interface StackBody {
+  seq: number;
+  tid: number;
+  /** A followed child's fault (followForks); absent: the program. */
+  pid?: number;
+  /** `ptrace`: every register; `procfs`: rip and rsp (and the argument registers inside a system call). */
+  registersFrom: 'ptrace' | 'procfs';
+  registers: Partial<Record<RegisterName, Hex>>;
+  /** Why registers or frames are missing, in words; null when complete. */
+  note: string | null;
+  frames: StackFrameInfo[];
+  /** libdw's reason for ending the unwind early, when it gave one. */
+  unwindEnd: string | null;
+  /** Served from the helper's copy for this fault (the thread was not stopped again). */
+  cached: boolean;
+}
+
+/** `evict` (attached processes): present pages of [start, end) saved and dropped; the next
+ * touch of each is a missing fault served back with the saved content. */
+export interface EvictBody { start: Hex; end: Hex; pages: number; saved: number }
+
 /** Request name → [arguments, response body]. */
 export interface Requests {
   hello: [{ protocol: number }, HelloBody];
@@ -165,6 +211,8 @@ export interface Requests {
   unregister: [AddrRange, AddrRange];
   protect: [AddrRange & { on: boolean }, ProtectBody];
   dirty: [DirtyArgs, DirtyBody];
+  evict: [AddrRange, EvictBody];
+  stack: [StackArgs, StackBody];
 }
 export type Command = keyof Requests;
 
@@ -333,4 +381,68 @@ export function decodeMessage(line: string): HelperMessage {
 
 export function encodeRequest<C extends Command>(id: number, cmd: C, args: Requests[C][0]): string {
   return JSON.stringify({ id, cmd, ...args }) + '\n';
+}
+
+// ---------------------------------------------------------------- adapter → timeline panel
+
+/** What the timeline takes besides faults, as the helper sends it without the envelope tag. */
+export type TimelineOtherEvent = Omit<ResolvedEvent, 'type'> | Omit<RegionEvent, 'type'> | Omit<NcEvent, 'type'>;
+
+/** Value of "0x" followed by 1–16 hex digits, NaN for anything else. One pass that checks and
+ * parses: it runs once or twice per fault at a million faults. Exact below 2^53 (every user address). */
+export function parseHex(v: unknown): number {
+  if (typeof v !== 'string' || v.length < 3 || v.length > 18 || v.charCodeAt(0) !== 48 || v.charCodeAt(1) !== 120) {
+    return NaN;
+  }
+  let x = 0;
+  for (let i = 2; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    let d: number;
+    if (c >= 48 && c <= 57) d = c - 48;
+    else if (c >= 97 && c <= 102) d = c - 87;
+    else if (c >= 65 && c <= 70) d = c - 55;
+    else return NaN;
+    x = x * 16 + d;
+  }
+  return x;
+}
+
+export const TIMELINE_BATCH_VERSION = 1;
+/** `flags` bits of a fault in a TimelineBatch; the kind is `flags >> 2` (0 missing, 1 wp, 2 minor). */
+export const TB_WRITE = 1;
+export const TB_HELD = 2;
+export const TB_KIND_SHIFT = 2;
+
+/**
+ * Timeline events in columns: the body `{batch}` of the adapter's DAP event `uffd/events`, and
+ * the timeline panel's `events` message. A fault is one entry in each fault column (all of the
+ * same length), so a batch is a few arrays of numbers, cheap to serialize at every hop:
+ * adapter → VS Code → extension host → panel. Other events are few and stay objects.
+ * docs/protocol.md, "Timeline batches", describes it in prose.
+ */
+export interface TimelineBatch {
+  v: typeof TIMELINE_BATCH_VERSION;
+  /** seq minus the previous fault's seq in this batch (the first fault: its seq). */
+  seq: number[];
+  /** t (ns) minus the previous fault's t in this batch (the first fault: its t); may be negative. */
+  t: number[];
+  /** Fault address (user addresses are below 2^53: exact as numbers). */
+  addr: number[];
+  /** addr minus the faulting page's address (page = addr - off). */
+  off: number[];
+  /** TB_WRITE | TB_HELD | kind << TB_KIND_SHIFT. */
+  flags: number[];
+  tid: number[];
+  /** Index into `ioctls` of the ioctl that resolved the fault; 0: none (held). */
+  ioctl: number[];
+  /** latencyNs; -1: none (held). */
+  lat: number[];
+  /** The followed child the fault happened in; 0: the program itself. */
+  pid: number[];
+  /** ioctl names for `ioctl`; ioctls[0] is ''. */
+  ioctls: string[];
+  /** resolved, region and nc events, in order. */
+  other: TimelineOtherEvent[];
+  /** For each of `other`: how many faults of this batch came before it (non-decreasing). */
+  otherAt: number[];
 }

@@ -1,0 +1,567 @@
+/*
+ * evict: make populated private anonymous pages of the attached process missing again, and
+ * serve them back from their saved content on the next touch.
+ *
+ * The saved pages live in a memfd shared by three processes:
+ *   - the helper, which resolves a fault on an evicted page with UFFDIO_COPY of its content;
+ *   - an episode child, which stops every thread of the process (so nothing writes a page
+ *     between its copy and its removal), copies the present pages of the range from
+ *     /proc/PID/mem into the store, and injects madvise(MADV_DONTNEED) to drop them;
+ *   - the guardian, forked with the first eviction, which holds a copy of the userfaultfd and
+ *     of the store. If the helper dies (its end of a pipe closes), the guardian reads the
+ *     userfaultfd until a running episode has finished, puts every saved page back with
+ *     UFFDIO_COPY and exits: closing the last userfaultfd lets the process run on untracked,
+ *     with every page's content in place.
+ * A slot is marked saved in the store before its page is dropped and freed only after the
+ * page is back, so whenever the helper dies the guardian has what it needs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "attach.h"
+#include "errnames.h"
+#include "evict.h"
+#include "faults.h"
+#include "inject.h"
+#include "json.h"
+#include "log.h"
+#include "mem.h"
+#include "session.h"
+#include "uffd.h"
+
+#define EVICT_MAX 65536U	/* pages: 256 MiB of saved content */
+#define HASH_SIZE (2 * EVICT_MAX)
+#define SLOT_FREE 0
+#define SLOT_SAVED 1
+#define GUARD_DRAIN_MS 30000
+
+struct slot {
+	uint64_t addr;
+	uint32_t state;
+	uint32_t pad;
+};
+
+struct store_hdr {
+	uint32_t magic;
+	volatile uint32_t episode;	/* an episode child is dropping pages */
+	uint64_t unused;
+};
+
+#define STORE_MAGIC 0x45564354U
+#define TABLE_OFF 4096ULL
+#define DATA_OFF (TABLE_OFF + (uint64_t)EVICT_MAX * sizeof(struct slot))
+#define STORE_SIZE (DATA_OFF + (uint64_t)EVICT_MAX * PAGE_SZ)
+
+static struct {
+	int memfd;
+	unsigned char *base;	/* the whole store, MAP_SHARED */
+	uint32_t *hash;		/* addr -> slot + 1, open addressing; 0: empty */
+	uint64_t count;		/* saved pages (helper's view) */
+	pid_t guardian;
+	int guard_pipe;		/* write end; the guardian reads EOF when the helper is gone */
+	/* the episode in progress */
+	pid_t child;
+	int sk;
+	int64_t id;
+	uint64_t start, end;
+} ev = { .memfd = -1, .guard_pipe = -1, .sk = -1 };
+
+static struct store_hdr *hdr(void)
+{
+	return (struct store_hdr *)ev.base;
+}
+
+static struct slot *slots(void)
+{
+	return (struct slot *)(ev.base + TABLE_OFF);
+}
+
+static unsigned char *slot_data(uint32_t i)
+{
+	return ev.base + DATA_OFF + (uint64_t)i * PAGE_SZ;
+}
+
+static uint32_t hash_of(uint64_t addr)
+{
+	return (uint32_t)(((addr >> 12) * 0x9e3779b97f4a7c15ULL) >> 32) % HASH_SIZE;
+}
+
+/* Index of addr in ev.hash: its entry, or the empty one where it would go. */
+static uint32_t hash_find(uint64_t addr)
+{
+	uint32_t h = hash_of(addr);
+
+	while (ev.hash[h] && slots()[ev.hash[h] - 1].addr != addr)
+		h = (h + 1) % HASH_SIZE;
+	return h;
+}
+
+static void hash_del(uint64_t addr)
+{
+	uint32_t h = hash_find(addr), j, k;
+
+	if (!ev.hash[h])
+		return;
+	ev.hash[h] = 0;
+	/* re-insert the run that follows (linear probing deletion) */
+	for (j = (h + 1) % HASH_SIZE; ev.hash[j]; j = (j + 1) % HASH_SIZE) {
+		uint32_t v = ev.hash[j];
+
+		ev.hash[j] = 0;
+		k = hash_find(slots()[v - 1].addr);
+		ev.hash[k] = v;
+	}
+}
+
+static int store_open(void)
+{
+	if (ev.base)
+		return 0;
+	ev.memfd = memfd_create("uffd-debug-evicted", MFD_CLOEXEC);
+	if (ev.memfd < 0)
+		return -1;
+	if (ftruncate(ev.memfd, STORE_SIZE))
+		goto fail;
+	ev.base = mmap(NULL, STORE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ev.memfd, 0);
+	if (ev.base == MAP_FAILED) {
+		ev.base = NULL;
+		goto fail;
+	}
+	ev.hash = calloc(HASH_SIZE, sizeof(*ev.hash));
+	if (!ev.hash)
+		goto fail;
+	hdr()->magic = STORE_MAGIC;
+	return 0;
+fail:
+	if (ev.base)
+		munmap(ev.base, STORE_SIZE);
+	ev.base = NULL;
+	close(ev.memfd);
+	ev.memfd = -1;
+	return -1;
+}
+
+/* ---- the guardian ---------------------------------------------------------------------- */
+
+/* Puts every saved page back; returns how many went back (EEXIST: it never left). */
+static uint64_t restore_all(int uffd, int quiet)
+{
+	uint64_t n = 0;
+	uint32_t i;
+
+	for (i = 0; i < EVICT_MAX; i++) {
+		struct slot *s = &slots()[i];
+
+		if (s->state != SLOT_SAVED)
+			continue;
+		if (!uffd_copy(uffd, s->addr, slot_data(i), PAGE_SZ, 0, 0))
+			n++;
+		else if (errno != EEXIST && !quiet)
+			pr_perror("evict: putting page %#" PRIx64 " back", s->addr);
+		s->state = SLOT_FREE;
+	}
+	return n;
+}
+
+/*
+ * After the helper died: while an episode is still dropping pages, its madvise() waits for
+ * its `remove` events to be read, so read them (faults are left for the close to wake);
+ * then every saved page goes back and the userfaultfd is closed.
+ */
+static void guardian_rescue(int uffd)
+{
+	struct uffd_msg m[16];
+	int i;
+
+	for (i = 0; i < GUARD_DRAIN_MS && hdr()->episode; i++) {
+		struct pollfd p = { .fd = uffd, .events = POLLIN };
+
+		if (poll(&p, 1, 1) > 0)
+			while (read(uffd, m, sizeof(m)) > 0)
+				;
+	}
+	pr_info("evict guardian: the helper is gone; %" PRIu64 " saved pages put back",
+		restore_all(uffd, 0));
+}
+
+static __attribute__((noreturn)) void guardian_main(int rd, int uffd)
+{
+	int devnull = open("/dev/null", O_RDWR);
+	char c = 0;
+	ssize_t n;
+
+	prctl(PR_SET_NAME, "uffd-guardian", 0, 0, 0);
+	/* nothing of the protocol: the adapter must see the helper's stdout close with it */
+	if (devnull >= 0) {
+		dup2(devnull, STDIN_FILENO);
+		dup2(devnull, STDOUT_FILENO);
+		close(devnull);
+	}
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	do
+		n = read(rd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0 || c != 'q')
+		guardian_rescue(uffd);
+	_exit(0);
+}
+
+static int guardian_start(void)
+{
+	int p[2];
+
+	if (ev.guardian > 0)
+		return 0;
+	if (pipe2(p, O_CLOEXEC))
+		return -1;
+	ev.guardian = fork();
+	if (ev.guardian < 0) {
+		close(p[0]);
+		close(p[1]);
+		ev.guardian = 0;
+		return -1;
+	}
+	if (ev.guardian == 0) {
+		close(p[1]);
+		guardian_main(p[0], sess.uffd);
+	}
+	close(p[0]);
+	ev.guard_pipe = p[1];
+	return 0;
+}
+
+/* The guardian leaves without touching anything (the pages are back, or the process gone). */
+static void guardian_stop(void)
+{
+	if (ev.guardian <= 0)
+		return;
+	if (write(ev.guard_pipe, "q", 1) < 0)
+		pr_perror("evict: telling the guardian %d to leave", ev.guardian);
+	close(ev.guard_pipe);
+	ev.guard_pipe = -1;
+	while (waitpid(ev.guardian, NULL, 0) < 0 && errno == EINTR)
+		;
+	ev.guardian = 0;
+}
+
+/* ---- the episode: every thread stopped, pages copied and dropped ----------------------- */
+
+static int page_present(int pagemap, uint64_t addr)
+{
+	uint64_t e;
+
+	if (pread(pagemap, &e, sizeof(e), (addr / PAGE_SZ) * sizeof(e)) != sizeof(e))
+		return -1;
+	return (e >> 63) & 1;
+}
+
+/* Runs in the episode child with every thread of pid stopped; tid may run system calls. */
+static int episode(pid_t pid, pid_t tid, void *arg, char *msg, size_t len)
+{
+	char path[64];
+	uint64_t a, run = 0, done = 0;
+	uint32_t free_i = 0;
+	int memfd, pagemap, r = 0;
+	struct inject in;
+	long ret;
+
+	(void)arg;
+	/* the guardian must see the helper's end close even while this runs */
+	close(ev.guard_pipe);
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	memfd = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	pagemap = open(path, O_RDONLY | O_CLOEXEC);
+	if (memfd < 0 || pagemap < 0) {
+		snprintf(msg, len, "cannot open /proc/%d/mem or pagemap: %s", pid, strerror(errno));
+		r = -1;
+		goto out;
+	}
+	if (inject_begin(&in, tid)) {
+		snprintf(msg, len, "cannot prepare syscall injection into tid %d: %s", tid,
+			 strerror(errno));
+		r = -1;
+		goto out;
+	}
+	/* a run of consecutive saved pages is dropped with one madvise */
+	for (a = ev.start; a <= ev.end; a += PAGE_SZ) {
+		int keep = 0;
+
+		if (a < ev.end && page_present(pagemap, a) == 1) {
+			while (free_i < EVICT_MAX && slots()[free_i].state != SLOT_FREE)
+				free_i++;
+			if (free_i == EVICT_MAX) {
+				snprintf(msg, len, "the store of evicted pages is full (%u pages): "
+					 "touch or resolve some first", EVICT_MAX);
+				r = -1;
+			} else if (pread(memfd, slot_data(free_i), PAGE_SZ, a) == (ssize_t)PAGE_SZ) {
+				slots()[free_i].addr = a;
+				__atomic_store_n(&slots()[free_i].state, SLOT_SAVED, __ATOMIC_RELEASE);
+				keep = 1;
+				run += PAGE_SZ;
+			}
+		}
+		if (r)
+			break;
+		if (keep || !run)
+			continue;
+		/* a - run .. a: saved, now dropped */
+		if (inject_syscall(&in, __NR_madvise, (long)(a - run), (long)run, MADV_DONTNEED,
+				   0, 0, 0, &ret) || ret < 0) {
+			snprintf(msg, len, "madvise(MADV_DONTNEED) of %#" PRIx64 "+%#" PRIx64
+				 " inside pid %d failed: %s", a - run, run, pid,
+				 strerror(ret < 0 ? (int)-ret : errno));
+			r = -1;
+			break;
+		}
+		done += run / PAGE_SZ;
+		run = 0;
+	}
+	if (r && run) {
+		/* saved, not dropped: forget them (those pages are still in place) */
+		uint32_t i;
+
+		for (i = 0; i < EVICT_MAX; i++)
+			if (slots()[i].state == SLOT_SAVED && slots()[i].addr >= a - run &&
+			    slots()[i].addr < a)
+				slots()[i].state = SLOT_FREE;
+	}
+	if (inject_end(&in) && !r) {
+		snprintf(msg, len, "cannot restore tid %d after injection: %s", tid,
+			 strerror(errno));
+		r = -1;
+	}
+	if (!r)
+		snprintf(msg, len, "%" PRIu64, done);
+out:
+	if (memfd >= 0)
+		close(memfd);
+	if (pagemap >= 0)
+		close(pagemap);
+	return r;
+}
+
+/* The episode child's last act: the guardian may now put pages back and close. */
+static void episode_exit(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&hdr()->episode, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- requests and the poll loop -------------------------------------------------------- */
+
+static int parse_addr(const struct jval *v, uint64_t *out)
+{
+	const char *s = json_cstr(v);
+	char *end;
+
+	if (!s || strncmp(s, "0x", 2))
+		return -1;
+	errno = 0;
+	*out = strtoull(s + 2, &end, 16);
+	return errno || *end || end == s + 2 ? -1 : 0;
+}
+
+void evict_cmd(int64_t id, const struct jval *req)
+{
+	char why[256];
+	uint64_t s, e;
+
+	if (!attach_active()) {
+		resp_err(id, "ENOTSUP", "evict works on an attached process (attach by pid); a "
+			 "launched program cannot be evicted yet");
+		return;
+	}
+	if (ev.child) {
+		resp_err(id, "EBUSY", "an eviction is still in progress: wait for its answer");
+		return;
+	}
+	if (parse_addr(json_get(req, "start"), &s) || parse_addr(json_get(req, "end"), &e) ||
+	    e <= s || (s | e) & (PAGE_SZ - 1)) {
+		resp_err(id, "EPROTO", "evict needs 'start' and 'end', page-aligned \"0x..\" "
+			 "addresses with start < end");
+		return;
+	}
+	if (e - s > (uint64_t)EVICT_MAX * PAGE_SZ) {
+		resp_err(id, "E2BIG", "evict at most %u pages (%u MiB) at a time", EVICT_MAX,
+			 EVICT_MAX / 256);
+		return;
+	}
+	if (attach_range_evictable(s, e, why, sizeof(why))) {
+		resp_err(id, "EINVAL", "cannot evict 0x%" PRIx64 "-0x%" PRIx64 ": %s", s, e, why);
+		return;
+	}
+	if (store_open() || guardian_start()) {
+		resp_err(id, errno_name(errno), "cannot set up the store of evicted pages: %s",
+			 strerror(errno));
+		return;
+	}
+	ev.start = s;
+	ev.end = e;
+	ev.id = id;
+	/* set for the child's whole life: the guardian waits for it to end */
+	__atomic_store_n(&hdr()->episode, 1, __ATOMIC_RELEASE);
+	if (attach_episode(episode, episode_exit, NULL, &ev.child, &ev.sk, why, sizeof(why))) {
+		hdr()->episode = 0;
+		ev.child = 0;
+		resp_err(id, errno_name(errno), "%s", why);
+	}
+}
+
+/* The episode answered: index what it saved and answer the request. */
+static void episode_done(void)
+{
+	char buf[1024] = { 0 };
+	int r = -1, err = EIO;
+	uint64_t n = 0;
+	uint32_t i;
+	ssize_t len;
+
+	len = recv(ev.sk, buf, sizeof(buf) - 1, 0);
+	if (len > (ssize_t)sizeof(int)) {
+		memcpy(&r, buf, sizeof(int));
+		memmove(buf, buf + sizeof(int), len - sizeof(int));
+		buf[len - sizeof(int)] = 0;
+	} else {
+		snprintf(buf, sizeof(buf), "the eviction process %d ended without an answer",
+			 ev.child);
+	}
+	/* index every saved slot (also after a failure: what was dropped must come back) */
+	for (i = 0; i < EVICT_MAX; i++) {
+		struct slot *sl = &slots()[i];
+		uint32_t h;
+
+		if (sl->state != SLOT_SAVED)
+			continue;
+		h = hash_find(sl->addr);
+		if (ev.hash[h] == i + 1)
+			continue;
+		if (ev.hash[h]) {	/* an older copy of that page: this one is newer */
+			slots()[ev.hash[h] - 1].state = SLOT_FREE;
+			ev.count--;
+		}
+		ev.hash[h] = i + 1;
+		ev.count++;
+	}
+	/* only now may the threads run (and touch what was dropped) */
+	if (send(ev.sk, "r", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE)
+		pr_perror("evict: releasing the episode %d", ev.child);
+	close(ev.sk);
+	ev.sk = -1;
+	while (waitpid(ev.child, NULL, 0) < 0 && errno == EINTR)
+		;
+	ev.child = 0;
+	hdr()->episode = 0;
+	if (r < 0) {
+		if (r < -1)
+			err = -r;
+		resp_err(ev.id, errno_name(err), "%s", buf);
+		return;
+	}
+	n = strtoull(buf, NULL, 10);
+	pr_info("evicted %" PRIu64 " pages of 0x%" PRIx64 "-0x%" PRIx64 " (%" PRIu64 " saved "
+		"in all)", n, ev.start, ev.end, ev.count);
+	/* Wire format: EvictBody in server/protocol/messages.ts */
+	resp_ok_begin(ev.id);
+	jb_printf(&out, "{\"start\":\"0x%" PRIx64 "\",\"end\":\"0x%" PRIx64 "\",\"pages\":%"
+		  PRIu64 ",\"saved\":%" PRIu64 "}", ev.start, ev.end, n, ev.count);
+	resp_ok_end();
+}
+
+void evict_pollfd(struct pollfd *pfd, int *n, int *idx)
+{
+	*idx = -1;
+	if (ev.sk < 0)
+		return;
+	*idx = *n;
+	pfd[(*n)++] = (struct pollfd){ .fd = ev.sk, .events = POLLIN };
+}
+
+void evict_ready(const struct pollfd *pfd, int idx)
+{
+	if (idx >= 0 && pfd[idx].revents)
+		episode_done();
+}
+
+int evict_claims_remove(uint64_t start, uint64_t end)
+{
+	return ev.child && start >= ev.start && end <= ev.end;
+}
+
+const void *evict_saved(int fd, uint64_t page)
+{
+	uint32_t h;
+
+	if (!ev.count || fd != sess.uffd)
+		return NULL;
+	h = hash_find(page);
+	return ev.hash[h] ? slot_data(ev.hash[h] - 1) : NULL;
+}
+
+void evict_forget(int fd, uint64_t page)
+{
+	uint32_t h, i;
+
+	if (!ev.count || fd != sess.uffd)
+		return;
+	h = hash_find(page);
+	if (!ev.hash[h])
+		return;
+	i = ev.hash[h] - 1;
+	hash_del(page);
+	slots()[i].state = SLOT_FREE;
+	ev.count--;
+	/* give the memory back */
+	if (fallocate(ev.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      DATA_OFF + (uint64_t)i * PAGE_SZ, PAGE_SZ))
+		pr_perror("evict: freeing the saved copy of %#" PRIx64, page);
+}
+
+uint64_t evict_count(void)
+{
+	return ev.count;
+}
+
+void evict_end(int restore)
+{
+	if (ev.child) {	/* an episode cannot be abandoned: its threads are stopped */
+		struct pollfd p = { .fd = ev.sk, .events = POLLIN };
+
+		while (ev.child && poll(&p, 1, 10) >= 0) {
+			if (sess.uffd >= 0)
+				faults_read(sess.uffd);
+			if (p.revents) {
+				episode_done();
+				break;
+			}
+		}
+	}
+	if (ev.base && restore && sess.uffd >= 0 && ev.count) {
+		uint64_t n = restore_all(sess.uffd, 0);
+
+		pr_info("evict: %" PRIu64 " saved pages put back", n);
+	}
+	guardian_stop();
+	if (ev.base) {
+		munmap(ev.base, STORE_SIZE);
+		close(ev.memfd);
+		free(ev.hash);
+	}
+	ev.base = NULL;
+	ev.hash = NULL;
+	ev.memfd = -1;
+	ev.count = 0;
+}
