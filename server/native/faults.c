@@ -17,6 +17,7 @@
 #include "faults.h"
 #include "log.h"
 #include "mem.h"
+#include "move.h"
 #include "output.h"
 #include "procstat.h"
 #include "session.h"
@@ -172,6 +173,28 @@ static int zero_op(uint64_t page, uint64_t psize, int flags)
 			 flags & OP_WP);
 }
 
+static const char *move_errno_text(int err)
+{
+	switch (err) {
+	case EEXIST:
+		return "the destination page is already mapped, and a move never replaces a page";
+	case ENOENT:
+		return "the source page is not mapped (nothing to move)";
+	case EBUSY:
+		return "the source page is shared (after fork, KSM) or pinned and cannot be moved";
+	case EINVAL:
+		return "unaligned, not registered, or not private anonymous memory on both sides";
+	case ESRCH:
+		return "the program is gone";
+	default:
+		return strerror(err);
+	}
+}
+
+/* For a move: the thread to borrow (the faulting one), and why it could not be issued. */
+static pid_t move_tid;
+static char move_why[512];
+
 /* One ioctl over [dst, dst+len); src is the COPY source, from the MOVE source. */
 static int do_op(enum resolve_how how, uint64_t dst, uint64_t len, const void *src,
 		 uint64_t from, int flags)
@@ -195,6 +218,10 @@ static int do_op(enum resolve_how how, uint64_t dst, uint64_t len, const void *s
 	case HOW_UNPROTECT:
 		return uffd_writeprotect(op_fd, dst, len, 0, dontwake);
 	case HOW_MOVE:
+		/* the kernel takes a move only from inside the program's own memory */
+		if (op_fd == sess.uffd)
+			return move_in_program(dst, from, len, dontwake, move_tid, move_why,
+					       sizeof(move_why));
 		return uffd_move(op_fd, dst, from, len, dontwake);
 	case HOW_POISON:
 		return uffd_poison(op_fd, dst, len, dontwake);
@@ -1088,6 +1115,8 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 	    (src = evict_saved(f.fd, f.page)))
 		how = HOW_COPY;	/* an evicted page comes back with its content */
 	ioctl_name = how_ioctls[how];
+	move_tid = f.tid;
+	move_why[0] = 0;
 	for (tries = 0;; tries++) {
 		r = do_op(how, f.page, f.psize, src, s->from, missing_flags(f.kind, f.page));
 		if (!r || errno != EAGAIN || tries >= EAGAIN_RETRIES)
@@ -1108,13 +1137,11 @@ static int resolve_held(size_t idx, const struct rspec *s, int64_t id, struct jb
 		err = errno;
 		pr_perror("pid %d: %s of held page %#" PRIx64 " on fd %d failed", sess.pid,
 			  ioctl_name, f.page, op_fd);
-		if (id && how == HOW_MOVE && err == EINVAL)
-			resp_err(id, "EINVAL", "UFFDIO_MOVE of 0x%" PRIx64 " to page 0x%" PRIx64
-				 " failed (%s): the kernel only accepts moves issued from inside the "
-				 "program's own process (no cross-mm moves), and the helper works from "
-				 "outside; unaligned or unregistered addresses give the same error. "
-				 "The fault stays held: resolve it another way.", s->from, f.page,
-				 strerror(err));
+		if (id && how == HOW_MOVE)
+			resp_err(id, errno_name(err), "UFFDIO_MOVE of 0x%" PRIx64 " to page 0x%"
+				 PRIx64 " failed: %s%s%s. The fault stays held: resolve it another "
+				 "way.", s->from, f.page, move_errno_text(err), move_why[0] ? ": " : "",
+				 move_why);
 		else if (id)
 			resp_err(id, errno_name(err), "%s of page 0x%" PRIx64 " failed: %s (%s). "
 				 "The fault stays held: resolve it another way or with \"wake\".",

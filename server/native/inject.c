@@ -196,6 +196,12 @@ int inject_syscall(struct inject *in, long nr, long a0, long a1, long a2, long a
 	return 0;
 }
 
+uint64_t inject_scratch_base(const struct inject *in)
+{
+	/* well below the 128-byte red zone; the stack VMA is at least 128 KiB after exec */
+	return (in->saved.rsp - 1024) & ~15ULL;
+}
+
 int inject_scratch(struct inject *in, const void *data, size_t len, uint64_t *addr)
 {
 	int i, n = (len + sizeof(long) - 1) / sizeof(long);
@@ -204,8 +210,7 @@ int inject_scratch(struct inject *in, const void *data, size_t len, uint64_t *ad
 		errno = E2BIG;
 		return -1;
 	}
-	/* well below the 128-byte red zone; the stack VMA is at least 128 KiB after exec */
-	in->scratch_addr = (in->saved.rsp - 1024) & ~15ULL;
+	in->scratch_addr = inject_scratch_base(in);
 	for (i = 0; i < n; i++) {
 		uint64_t a = in->scratch_addr + i * sizeof(long);
 		long w = 0;

@@ -6,7 +6,7 @@
 #include <sys/types.h>
 #include <sys/user.h>
 
-#define INJECT_SCRATCH_WORDS 8
+#define INJECT_SCRATCH_WORDS 32
 #define INJECT_MAX_SIGS 8
 
 struct inject {
@@ -28,6 +28,8 @@ int inject_begin(struct inject *in, pid_t pid);
 /* Runs one system call; *ret is the raw return value (-errno on failure). */
 int inject_syscall(struct inject *in, long nr, long a0, long a1, long a2, long a3,
 		   long a4, long a5, long *ret);
+/* Where inject_scratch() will write: known before, for data that points into itself. */
+uint64_t inject_scratch_base(const struct inject *in);
 /* Copies up to INJECT_SCRATCH_WORDS words onto the thread's stack, below rsp. */
 int inject_scratch(struct inject *in, const void *data, size_t len, uint64_t *addr);
 /*

@@ -2,7 +2,7 @@
 // with their content on the next touch; through a detach, and through the helper's SIGKILL
 // (the guardian puts them back). demo/spin's checksums prove every page's content.
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent } from '../../server/protocol/messages';
@@ -125,6 +125,27 @@ describe('evict: pages dropped and served back with their content', { timeout: 1
       });
     }
   }
+
+  test('move in an attached process: issued by a stopped thread of it, the program keeps no userfaultfd', async () => {
+    const { c, events } = await helper();
+    const { s, start } = await attachedSpin(c);
+    await c.request('policy', { hold: { missing: true } });
+    const page0 = start;
+    await c.request('evict', { start: hex(page0), end: hex(page0 + 4096n) });
+    await until(() => events.some((e) => e.event === 'fault' && e.held && BigInt(e.page) === page0), 5000, 'a held fault on the evicted page');
+    const f = events.find((e): e is FaultEvent => e.event === 'fault' && e.held && BigInt(e.page) === page0)!;
+    const src = page0 + 4096n * 10n;
+    assert.equal(presentPages(s.pid, src, src + 4096n), 1, 'the source page is present');
+    const r = await c.request('resolve', { seq: f.seq, how: 'move', from: hex(src) });
+    assert.equal(r.ioctl, 'UFFDIO_MOVE');
+    assert.ok(r.woken.includes(f.seq));
+    assert.equal(presentPages(s.pid, page0, page0 + 4096n), 1, 'the destination is mapped');
+    assert.equal(procStatus(s.pid, 'TracerPid'), '0', 'no ptrace left');
+    const fds = readdirSync(`/proc/${s.pid}/fd`).map((n) => { try { return readlinkSync(`/proc/${s.pid}/fd/${n}`); } catch { return ''; } });
+    assert.ok(!fds.some((l) => /userfaultfd/.test(l)), `no userfaultfd left in the program: ${fds.join(' ')}`);
+    await c.request('detach', {});
+    s.proc.kill('SIGKILL');
+  });
 
   test('errors: a launched program, unaligned, untracked, file-backed', async () => {
     const { c } = await helper();

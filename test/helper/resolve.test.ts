@@ -104,21 +104,24 @@ describe('resolving held faults on the real kernel', { timeout: 120_000 }, () =>
     assertSum((await t.report()).sums[2], 0x82, 'the write happened after');
   });
 
-  test('move: the kernel refuses moves from outside the program (EINVAL), and a mapped destination (EEXIST)', async () => {
-    // UFFDIO_MOVE checks ctx->mm == current->mm: a helper outside the program cannot move.
+  test('move: issued inside the program, the source page moves to the faulting one; ENOENT, EINVAL, EEXIST explained', async () => {
+    // UFFDIO_MOVE checks ctx->mm == current->mm: the helper lends the userfaultfd to a stopped
+    // thread of the program, which issues it.
     const { t, addr } = await heldRun(['--mode', 'anon-missing', '--pages', '3', '--prefill', '1']);
     const f = await t.heldFault(pageOf(addr, 1));
-    await assert.rejects(t.c.request('resolve', { seq: f.seq, how: 'move', from: hex(addr + 1n) }), isErr('EINVAL', /unaligned/));
-    await assert.rejects(t.c.request('resolve', { seq: f.seq, how: 'move', from: hex(addr) }), isErr('EINVAL', /inside the program.*stays held/));
+    await assert.rejects(t.c.request('resolve', { seq: f.seq, how: 'move', from: hex(addr + 1n) }), isErr('EINVAL', /unaligned.*stays held/));
+    await assert.rejects(t.c.request('resolve', { seq: f.seq, how: 'move', from: hex(addr + 2n * PAGE) }), isErr('ENOENT', /source page is not mapped/));
     await assert.rejects(t.c.request('resolve', { seq: f.seq, how: 'move' }), isErr('EPROTO', /from/));
-    // Still held: another way works.
-    assert.deepEqual((await t.c.request('resolve', { seq: f.seq, how: 'copy', pattern: 0x33 })).woken, [f.seq]);
+    // Still held: the move works.
+    const r = await t.c.request('resolve', { seq: f.seq, how: 'move', from: hex(addr) });
+    assert.deepEqual(r.woken, [f.seq]);
+    assert.equal(r.ioctl, 'UFFDIO_MOVE');
     await t.c.request('policy', { hold: { missing: false } });
     await t.c.request('resolveAll', {});
     await t.exited();
     const rep = await t.report();
-    assertSum(rep.sums[0], 0x40, 'page 0 kept its content');
-    assertSum(rep.sums[1], 0x33, 'page 1 has the copy');
+    assertSum(rep.sums[1], 0x40, 'page 1 has what page 0 held');
+    assertSum(rep.sums[0], 0, 'page 0 moved away: missing again, read back as zeros');
 
     const w = await heldRun(['--mode', 'anon-wp', '--pages', '2'], { wp: true });
     const g = await w.t.heldFault(pageOf(w.addr, 0));
