@@ -15,6 +15,7 @@
  * A slot is marked saved in the store before its page is dropped and freed only after the
  * page is back, so whenever the helper dies the guardian has what it needs.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -39,6 +40,7 @@
 #include "log.h"
 #include "mem.h"
 #include "session.h"
+#include "tracer.h"
 #include "uffd.h"
 
 #define EVICT_MAX 65536U	/* pages: 256 MiB of saved content */
@@ -76,6 +78,7 @@ static struct {
 	int sk;
 	int64_t id;
 	uint64_t start, end;
+	int local;		/* a launched program's eviction, run by the helper itself */
 } ev = { .memfd = -1, .guard_pipe = -1, .sk = -1 };
 
 static struct store_hdr *hdr(void)
@@ -278,9 +281,9 @@ static int episode(pid_t pid, pid_t tid, void *arg, char *msg, size_t len)
 	struct inject in;
 	long ret;
 
-	(void)arg;
-	/* the guardian must see the helper's end close even while this runs */
-	close(ev.guard_pipe);
+	/* in a child: the guardian must see the helper's end close even while this runs */
+	if (arg && ev.guard_pipe >= 0)
+		close(ev.guard_pipe);
 	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
 	memfd = open(path, O_RDONLY | O_CLOEXEC);
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
@@ -361,6 +364,122 @@ static void episode_exit(void *arg)
 	__atomic_store_n(&hdr()->episode, 0, __ATOMIC_RELEASE);
 }
 
+
+static void index_saved(void);
+static void evict_answer(int r, const char *buf);
+
+/* ---- a launched program: the helper is its tracer and does the episode itself ------------ */
+
+/* [s, e) is private anonymous memory registered for missing faults (VmFlags `um`). */
+static int launched_range_evictable(uint64_t s, uint64_t e, char *why, size_t len)
+{
+	char path[64], line[512], cur[256] = "";
+	uint64_t vs = 0, ve = 0, a = s;
+	int anon = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", sess.pid);
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(why, len, "cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) && a < e) {
+		unsigned long long x, y, ino;
+		char perms[8], name[256] = "";
+
+		if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %255[^\n]", &x, &y, perms, &ino,
+			   name) >= 4 && line[0] != 'V') {
+			const char *n = name;
+
+			while (*n == ' ')
+				n++;
+			vs = x;
+			ve = y;
+			anon = perms[3] == 'p' && !ino && (!*n || *n == '[');
+			snprintf(cur, sizeof(cur), "%s", *n ? n : "anonymous");
+			continue;
+		}
+		if (strncmp(line, "VmFlags:", 8) || ve <= a || vs >= e)
+			continue;
+		if (vs > a)
+			break;
+		if (!anon || !strstr(line, " um")) {
+			snprintf(why, len, "0x%" PRIx64 "-0x%" PRIx64 " (%s) is %s", vs, ve, cur,
+				 !anon ? "not private anonymous memory; only that can be evicted" :
+				 "not tracked (registered for missing faults): register it first");
+			fclose(f);
+			return -1;
+		}
+		a = ve;
+	}
+	fclose(f);
+	if (a < e) {
+		snprintf(why, len, "0x%" PRIx64 " is not mapped", a);
+		return -1;
+	}
+	return 0;
+}
+
+static void pump(void)
+{
+	if (sess.uffd >= 0)
+		faults_read(sess.uffd);	/* the eviction's own `remove` events among them */
+}
+
+/* Every thread stopped (those blocked in the kernel on a fault cannot write), pages saved and
+ * dropped, threads resumed; answered at once. */
+static void evict_launched(void)
+{
+	char path[64], msg[1024] = "";
+	pid_t *tids = NULL, pick = 0;
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	int r = -EAGAIN;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", sess.pid);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
+
+		if (tid <= 0)
+			continue;
+		if (n == cap) {
+			pid_t *nt = realloc(tids, (cap = cap ? 2 * cap : 16) * sizeof(*tids));
+
+			if (!nt)
+				break;
+			tids = nt;
+		}
+		if (tracer_stop_thread(tid)) {
+			pr_info("evict: thread %d did not stop (%s): blocked in the kernel, it "
+				"cannot write meanwhile", tid, strerror(errno));
+			continue;
+		}
+		tids[n++] = tid;
+		if (!pick)
+			pick = tid;
+	}
+	if (d)
+		closedir(d);
+	if (!pick) {
+		snprintf(msg, sizeof(msg), "no thread of pid %d could be stopped to run madvise: "
+			 "try again", sess.pid);
+	} else {
+		ev.local = 1;
+		inject_idle = pump;
+		r = episode(sess.pid, pick, NULL, msg, sizeof(msg));
+		inject_idle = NULL;
+		ev.local = 0;
+	}
+	index_saved();
+	for (i = 0; i < n; i++)
+		tracer_resume_thread(tids[i]);
+	free(tids);
+	evict_answer(r, msg);
+}
+
 /* ---- requests and the poll loop -------------------------------------------------------- */
 
 static int parse_addr(const struct jval *v, uint64_t *out)
@@ -380,9 +499,8 @@ void evict_cmd(int64_t id, const struct jval *req)
 	char why[256];
 	uint64_t s, e;
 
-	if (!attach_active()) {
-		resp_err(id, "ENOTSUP", "evict works on an attached process (attach by pid); a "
-			 "launched program cannot be evicted yet");
+	if (!attach_active() && !(sess.alive && sess.uffd >= 0 && !sess.mm_lost)) {
+		resp_err(id, "ESTATE", "evict needs a running program (launched or attached)");
 		return;
 	}
 	if (ev.child) {
@@ -400,11 +518,12 @@ void evict_cmd(int64_t id, const struct jval *req)
 			 EVICT_MAX / 256);
 		return;
 	}
-	if (attach_range_evictable(s, e, why, sizeof(why))) {
+	if ((attach_active() ? attach_range_evictable(s, e, why, sizeof(why)) :
+			       launched_range_evictable(s, e, why, sizeof(why)))) {
 		resp_err(id, "EINVAL", "cannot evict 0x%" PRIx64 "-0x%" PRIx64 ": %s", s, e, why);
 		return;
 	}
-	if (store_open() || guardian_start()) {
+	if (store_open() || (attach_active() && guardian_start())) {
 		resp_err(id, errno_name(errno), "cannot set up the store of evicted pages: %s",
 			 strerror(errno));
 		return;
@@ -412,9 +531,13 @@ void evict_cmd(int64_t id, const struct jval *req)
 	ev.start = s;
 	ev.end = e;
 	ev.id = id;
+	if (!attach_active()) {
+		evict_launched();
+		return;
+	}
 	/* set for the child's whole life: the guardian waits for it to end */
 	__atomic_store_n(&hdr()->episode, 1, __ATOMIC_RELEASE);
-	if (attach_episode(episode, episode_exit, NULL, &ev.child, &ev.sk, why, sizeof(why))) {
+	if (attach_episode(episode, episode_exit, &ev, &ev.child, &ev.sk, why, sizeof(why))) {
 		hdr()->episode = 0;
 		ev.child = 0;
 		resp_err(id, errno_name(errno), "%s", why);
@@ -425,9 +548,7 @@ void evict_cmd(int64_t id, const struct jval *req)
 static void episode_done(void)
 {
 	char buf[1024] = { 0 };
-	int r = -1, err = EIO;
-	uint64_t n = 0;
-	uint32_t i;
+	int r = -1;
 	ssize_t len;
 
 	len = recv(ev.sk, buf, sizeof(buf) - 1, 0);
@@ -439,7 +560,24 @@ static void episode_done(void)
 		snprintf(buf, sizeof(buf), "the eviction process %d ended without an answer",
 			 ev.child);
 	}
-	/* index every saved slot (also after a failure: what was dropped must come back) */
+	index_saved();
+	/* only now may the threads run (and touch what was dropped) */
+	if (send(ev.sk, "r", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE)
+		pr_perror("evict: releasing the episode %d", ev.child);
+	close(ev.sk);
+	ev.sk = -1;
+	while (waitpid(ev.child, NULL, 0) < 0 && errno == EINTR)
+		;
+	ev.child = 0;
+	hdr()->episode = 0;
+	evict_answer(r, buf);
+}
+
+/* Indexes every saved slot (also after a failure: what was dropped must come back). */
+static void index_saved(void)
+{
+	uint32_t i;
+
 	for (i = 0; i < EVICT_MAX; i++) {
 		struct slot *sl = &slots()[i];
 		uint32_t h;
@@ -456,15 +594,13 @@ static void episode_done(void)
 		ev.hash[h] = i + 1;
 		ev.count++;
 	}
-	/* only now may the threads run (and touch what was dropped) */
-	if (send(ev.sk, "r", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE)
-		pr_perror("evict: releasing the episode %d", ev.child);
-	close(ev.sk);
-	ev.sk = -1;
-	while (waitpid(ev.child, NULL, 0) < 0 && errno == EINTR)
-		;
-	ev.child = 0;
-	hdr()->episode = 0;
+}
+
+static void evict_answer(int r, const char *buf)
+{
+	int err = EIO;
+	uint64_t n;
+
 	if (r < 0) {
 		if (r < -1)
 			err = -r;
@@ -498,7 +634,7 @@ void evict_ready(const struct pollfd *pfd, int idx)
 
 int evict_claims_remove(uint64_t start, uint64_t end)
 {
-	return ev.child && start >= ev.start && end <= ev.end;
+	return (ev.child || ev.local) && start >= ev.start && end <= ev.end;
 }
 
 const void *evict_saved(int fd, uint64_t page)

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -89,17 +90,26 @@ static int find_syscall_insn(pid_t pid, uint64_t *ip)
 	return -1;
 }
 
+void (*inject_idle)(void);
+
 static int wait_trap(struct inject *in)
 {
-	pid_t pid = in->pid;
+	struct timespec nap = { 0, 20000 };
+	pid_t pid = in->pid, r;
 	int st;
 
 	for (;;) {
-		if (waitpid(pid, &st, __WALL) < 0) {
+		r = waitpid(pid, &st, __WALL | (inject_idle ? WNOHANG : 0));
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_perror("waitpid for pid %d during injection", pid);
 			return -1;
+		}
+		if (r == 0) {	/* still in the system call: it may wait for us (inject_idle) */
+			inject_idle();
+			nanosleep(&nap, NULL);
+			continue;
 		}
 		if (WIFEXITED(st) || WIFSIGNALED(st)) {
 			pr_err("pid %d ended during syscall injection (status 0x%x)", pid, st);

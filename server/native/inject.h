@@ -23,6 +23,12 @@ struct inject {
 	int nr_sigs;
 };
 
+/*
+ * Called while an injected system call has not returned yet, when set: for a call that
+ * waits for the helper itself (madvise raising a userfaultfd event the helper must read).
+ */
+extern void (*inject_idle)(void);
+
 /* The thread must be in a ptrace stop. Saves its registers. */
 int inject_begin(struct inject *in, pid_t pid);
 /* Runs one system call; *ret is the raw return value (-errno on failure). */

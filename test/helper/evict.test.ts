@@ -6,7 +6,7 @@ import { closeSync, existsSync, openSync, readdirSync, readlinkSync, readSync } 
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent } from '../../server/protocol/messages';
-import { dead, killSpins, procStatus, Share, Spin, SPIN, uffdVmas } from '../support/spin';
+import { dead, expectedChecksum, killSpins, procStatus, Share, Spin, SPIN, uffdVmas } from '../support/spin';
 import { until, withTimeout } from '../support/waits';
 
 const clients: HelperClient[] = [];
@@ -147,10 +147,42 @@ describe('evict: pages dropped and served back with their content', { timeout: 1
     s.proc.kill('SIGKILL');
   });
 
-  test('errors: a launched program, unaligned, untracked, file-backed', async () => {
+  test('a launched program: evicted pages come back with their content (the helper, its tracer, stops it)', async () => {
+    const { c, events } = await helper();
+    let out = '';
+    c.on('output', (st: string, d: string) => { if (st === 'stdout') out += d; });
+    await c.request('launch', { program: SPIN, args: ['--pages', String(PAGES), '--threads', String(WORKERS), '--interval-ms', '3', '--iterations', String(ITERATIONS)], cwd: process.cwd(), env: null });
+    await c.request('run', {});
+    await until(() => /^1 iter 100 /m.test(out), 10_000, 'every page written once');
+    const m = /region (0x[0-9a-f]+) pages (\d+)/.exec(out)!;
+    const start = BigInt(m[1]);
+    const end = start + BigInt(Number(m[2]) * 4096);
+    for (let round = 0; round < 3; round++) {
+      const before = events.length;
+      const r = await withTimeout(c.request('evict', { start: hex(start), end: hex(end) }), 10_000, 'evict');
+      assert.ok(r.pages > 0, `round ${round}: pages evicted (${r.pages})`);
+      await until(() => events.slice(before).filter((e) => e.event === 'fault').length >= 4, 5000, 'faults on evicted pages');
+      const faults = events.slice(before).filter((e): e is FaultEvent => e.event === 'fault');
+      assert.ok(faults.every((f) => f.ioctl === 'UFFDIO_COPY'), `round ${round}: served with UFFDIO_COPY`);
+      assert.ok(!events.slice(before).some((e) => e.event === 'nc' && e.what === 'remove'), 'no remove event for the eviction');
+      await sleep(60);
+    }
+    await until(() => events.some((e) => e.event === 'exited'), 30_000, 'spin to finish');
+    const exited = events.find((e) => e.event === 'exited');
+    assert.equal(exited && exited.event === 'exited' ? exited.code : null, 0, `exit code; tail ${out.slice(-200)}`);
+    const shares = [...out.matchAll(/^worker (\d+) tid \d+ pages (\d+)-(\d+)$/gm)].map((w) => ({ worker: Number(w[1]), n: Number(w[3]) - Number(w[2]) }));
+    const lines = [...out.matchAll(/^(\d+) iter (\d+) checksum ([0-9a-f]+)$/gm)];
+    assert.ok(lines.length >= WORKERS * (ITERATIONS / 50), 'every checksum line');
+    for (const l of lines) {
+      const sh = shares.find((x) => x.worker === Number(l[1]))!;
+      assert.equal(BigInt('0x' + l[3]), expectedChecksum(Number(l[2]), sh.n), `worker ${l[1]} checksum at iteration ${l[2]}`);
+    }
+  });
+
+  test('errors: no program, unaligned, untracked', async () => {
     const { c } = await helper();
     await assert.rejects(c.request('evict', { start: '0x1000', end: '0x2000' }),
-      (e: HelperError) => e.code === 'ENOTSUP' && /attached process/.test(e.message));
+      (e: HelperError) => e.code === 'ESTATE' && /running program/.test(e.message));
     const { s, start, end } = await attachedSpin(c);
     await assert.rejects(c.request('evict', { start: hex(start + 1n), end: hex(end) }),
       (e: HelperError) => e.code === 'EPROTO' && /page-aligned/.test(e.message));
