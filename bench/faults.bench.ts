@@ -4,7 +4,9 @@
 //   (c) demo/bin/touch under the helper, every fault auto-resolved in the helper and streamed
 //       to this process as a protocol event.
 // Each is the median of --runs runs of touching --pages fresh pages (default 65536, 3 runs).
-//   node --import tsx bench/faults.bench.ts [--pages N] [--runs R] [--read]
+// Then the same for write-protect tracking: the pages are populated first and protected, and
+// each timed write is a wp fault un-protected by the handler (b) or by the helper (c).
+//   node --import tsx bench/faults.bench.ts [--pages N] [--runs R] [--read] [--no-wp]
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { HelperClient } from '../server/core/helperClient';
@@ -28,32 +30,47 @@ function touchNs(stderr: string): number {
   return Number(m[1]);
 }
 
-function plain(): number {
-  const r = spawnSync(TOUCH, touchArgs, { encoding: 'utf8' });
+type Kind = 'missing' | 'wp';
+
+function plain(kind: Kind): number {
+  const r = spawnSync(TOUCH, kind === 'wp' ? [...touchArgs, '--populate'] : touchArgs, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`touch failed: ${r.stderr}`);
   return touchNs(r.stderr);
 }
 
-function minimal(): number {
-  const r = spawnSync(MINHANDLER, ['--pages', String(pages), ...(read ? ['--read'] : [])], { encoding: 'utf8' });
+function minimal(kind: Kind): number {
+  const r = spawnSync(MINHANDLER, ['--pages', String(pages), ...(kind === 'wp' ? ['--wp'] : read ? ['--read'] : [])], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`minhandler failed: ${r.stderr}`);
   return touchNs(r.stderr);
 }
 
-async function underHelper(): Promise<{ ns: number; events: number }> {
+async function underHelper(kind: Kind): Promise<{ ns: number; events: number }> {
   const c = new HelperClient();
   await c.start();
   let stderr = '';
+  let stdout = '';
   let events = 0;
-  c.on('output', (s, d) => { if (s === 'stderr') stderr += d; });
+  let protect: Promise<unknown> | null = null;
+  c.on('output', (s, d) => {
+    if (s === 'stderr') stderr += d;
+    else stdout += d;
+    // wp: protect the populated region while touch sleeps before its timed writes
+    const m = /region (0x[0-9a-f]+) pages (\d+)\npopulated\n/.exec(stdout);
+    if (kind === 'wp' && m && !protect) {
+      const start = BigInt(m[1]);
+      protect = c.request('protect', { start: m[1], end: `0x${(start + BigInt(Number(m[2]) * 4096)).toString(16)}`, on: true });
+    }
+  });
   const exited = new Promise<void>((resolve) => c.on('event', (e) => {
-    if (e.event === 'fault') events++;
+    if (e.event === 'fault' && e.kind === kind) events++;
     if (e.event === 'exited') resolve();
   }));
-  await c.request('launch', { program: TOUCH, args: touchArgs, cwd: root, env: null });
+  const args = kind === 'wp' ? [...touchArgs, '--populate', '--sleep-ms', '1500'] : touchArgs;
+  await c.request('launch', { program: TOUCH, args, cwd: root, env: null });
   await c.request('policy', { stream: 'all' });
   await c.request('run', {});
   await exited;
+  if (protect) await protect;
   // The program's last stderr line may trail the exit event.
   for (let i = 0; i < 100 && !/touch_ns/.test(stderr); i++) await new Promise((r) => setTimeout(r, 10));
   await c.stop();
@@ -65,27 +82,34 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-async function main(): Promise<void> {
-  execFileSync('make', ['-s', '-C', path.join(root, 'bench')], { stdio: 'inherit' });
+async function measure(kind: Kind): Promise<number> {
   const a: number[] = [];
   const b: number[] = [];
   const c: number[] = [];
   let events = 0;
   // Interleaved, so a burst of load on the machine hits every variant alike.
   for (let i = 0; i < runs; i++) {
-    a.push(plain());
-    b.push(minimal());
-    const h = await underHelper();
+    a.push(plain(kind));
+    b.push(minimal(kind));
+    const h = await underHelper(kind);
     c.push(h.ns);
     events = h.events;
   }
   const us = (ns: number) => (ns / pages / 1000).toFixed(2);
   const [ma, mb, mc] = [median(a), median(b), median(c)];
-  console.log(`fault cost, ${pages} ${read ? 'read' : 'write'} faults, median of ${runs} runs`);
+  const what = kind === 'wp' ? 'write-protect faults (populated, protected pages written)' : `${read ? 'read' : 'write'} missing faults`;
+  console.log(`fault cost, ${pages} ${what}, median of ${runs} runs`);
   console.log(`  (a) no userfaultfd          ${(ma / 1e6).toFixed(1).padStart(8)} ms  ${us(ma)} µs/page`);
   console.log(`  (b) minimal handler         ${(mb / 1e6).toFixed(1).padStart(8)} ms  ${us(mb)} µs/page`);
-  console.log(`  (c) uffd-debug helper       ${(mc / 1e6).toFixed(1).padStart(8)} ms  ${us(mc)} µs/page  (${events} fault events streamed)`);
+  console.log(`  (c) uffd-debug helper       ${(mc / 1e6).toFixed(1).padStart(8)} ms  ${us(mc)} µs/page  (${events} ${kind} fault events streamed)`);
   console.log(`  ratio (b)/(a) ${(mb / ma).toFixed(2)}   (c)/(a) ${(mc / ma).toFixed(2)}   (c)/(b) ${(mc / mb).toFixed(2)}  (target (c)/(b) <= 1.15)`);
+  return mc / mb;
+}
+
+async function main(): Promise<void> {
+  execFileSync('make', ['-s', '-C', path.join(root, 'bench')], { stdio: 'inherit' });
+  await measure('missing');
+  if (!process.argv.includes('--no-wp')) await measure('wp');
 }
 
 main().catch((e) => {

@@ -7,6 +7,8 @@
  * costs at the least, so (helper)/(minhandler) is the debugger's own overhead.
  *
  *   minhandler --pages N [--read]      prints "touch_ns N" to stderr like touch --time
+ *   minhandler --pages N --wp           the pages are populated first and write-protected; each
+ *                                       timed write is a wp fault, un-protected by the handler
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,7 +60,12 @@ static int handle(int uffd)
 
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+			if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+				struct uffdio_writeprotect w = { .range = { .start = page, .len = PAGE } };
+
+				if (ioctl(uffd, UFFDIO_WRITEPROTECT, &w))
+					fprintf(stderr, "minhandler: UFFDIO_WRITEPROTECT %#lx: %s\n", page, strerror(errno));
+			} else if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) {
 				struct uffdio_copy c = { .dst = page, .src = (unsigned long)zeros, .len = PAGE };
 
 				if (ioctl(uffd, UFFDIO_COPY, &c) && errno != EEXIST)
@@ -79,7 +86,7 @@ int main(int argc, char **argv)
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
 	unsigned long npages = 65536, i;
 	struct timespec t0, t1;
-	int do_read = 0, uffd, status;
+	int do_read = 0, do_wp = 0, uffd, status;
 	volatile char sink;
 	char *region;
 	pid_t child;
@@ -87,10 +94,12 @@ int main(int argc, char **argv)
 	for (i = 1; i < (unsigned long)argc; i++) {
 		if (!strcmp(argv[i], "--read"))
 			do_read = 1;
+		else if (!strcmp(argv[i], "--wp"))
+			do_wp = 1;
 		else if (!strcmp(argv[i], "--pages") && i + 1 < (unsigned long)argc)
 			npages = strtoul(argv[++i], NULL, 0);
 		else {
-			fprintf(stderr, "usage: minhandler [--pages N] [--read]\n");
+			fprintf(stderr, "usage: minhandler [--pages N] [--read | --wp]\n");
 			return 2;
 		}
 	}
@@ -106,7 +115,19 @@ int main(int argc, char **argv)
 	}
 	reg.range.start = (unsigned long)region;
 	reg.range.len = npages * PAGE;
-	if (ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+	if (do_wp) {
+		struct uffdio_writeprotect w = { .range = reg.range, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+		for (i = 0; i < npages; i++)
+			region[i * PAGE] = 0;
+		reg.mode = UFFDIO_REGISTER_MODE_WP;
+		if (ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg) ||
+		    ioctl(uffd, UFFDIO_WRITEPROTECT, &w)) {
+			fprintf(stderr, "minhandler: UFFDIO_API/REGISTER/WRITEPROTECT on %d: %s\n", uffd,
+				strerror(errno));
+			return 1;
+		}
+	} else if (ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
 		fprintf(stderr, "minhandler: UFFDIO_API/REGISTER on %d: %s\n", uffd, strerror(errno));
 		return 1;
 	}

@@ -3,6 +3,10 @@
  * every page exactly once in a chosen order from one or more threads, prints a checksum.
  *
  *   touch [--pages N] [--pattern seq|random|stride:K] [--threads T] [--read] [--sleep-ms M]
+ *         [--populate] [--time]
+ *
+ * --populate: write every page once first (printing "populated"), before the sleep and the
+ * timed touches: then the touches are write-protect faults if someone protected the region.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -84,7 +88,7 @@ int main(int argc, char **argv)
 {
 	const char *pattern = "seq";
 	long threads = 1, sleep_ms = 0;
-	int timed = 0;
+	int timed = 0, populate = 0;
 	struct timespec t0, t1;
 	struct share *shares;
 	uint64_t sum = 0;
@@ -102,6 +106,10 @@ int main(int argc, char **argv)
 			timed = 1;
 			continue;
 		}
+		if (!strcmp(a, "--populate")) {
+			populate = 1;
+			continue;
+		}
 		if (!v) {
 			fprintf(stderr, "touch: %s needs a value\n", a);
 			return 2;
@@ -116,7 +124,7 @@ int main(int argc, char **argv)
 			sleep_ms = strtol(v, NULL, 0);
 		else {
 			fprintf(stderr, "usage: touch [--pages N] [--pattern seq|random|stride:K] "
-				"[--threads T] [--read] [--sleep-ms M] [--time]\n");
+				"[--threads T] [--read] [--sleep-ms M] [--populate] [--time]\n");
 			return 2;
 		}
 		i++;
@@ -132,6 +140,12 @@ int main(int argc, char **argv)
 	}
 	printf("region %p pages %zu\n", (void *)region, npages);
 	fflush(stdout);
+	if (populate) {
+		for (i = 0; i < npages; i++)
+			region[i * PAGE] = 0;
+		printf("populated\n");
+		fflush(stdout);
+	}
 	if (sleep_ms > 0) {
 		struct timespec ts = { sleep_ms / 1000, (sleep_ms % 1000) * 1000000L };
 
