@@ -1410,6 +1410,15 @@ void attach_cmd_detach(int64_t id)
 	detached_event();
 }
 
+void attach_range_moved(uint64_t start, uint64_t end, uint64_t to)
+{
+	if (!at.active)
+		return;
+	rset_remove(&at.reg, start, end);
+	if (to && rset_add(&at.reg, to, to + (end - start)))
+		pr_perror("attach: remembering the moved range %#llx", (unsigned long long)to);
+}
+
 int attach_active(void)
 {
 	return at.active;

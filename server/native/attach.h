@@ -18,6 +18,9 @@ void attach_cmd_track(int64_t id, const struct jval *req);
 void attach_cmd_untrack(int64_t id, const struct jval *req);
 void attach_cmd_detach(int64_t id);
 
+/* A registered range was unmapped (to 0) or moved to `to` (mremap): what is registered. */
+void attach_range_moved(uint64_t start, uint64_t end, uint64_t to);
+
 /* 1 while a process is attached (not yet detached or exited). */
 int attach_active(void);
 /* Detaches quietly (end of input, shutdown): the process runs on as if never debugged. */

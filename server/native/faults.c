@@ -11,6 +11,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "b64.h"
 #include "errnames.h"
 #include "evict.h"
@@ -888,7 +889,11 @@ static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
 			region_event("remove", start, end, "remap");
 			region_event("add", m->arg.remap.to, m->arg.remap.to + m->arg.remap.len,
 				     "remap");
+			attach_range_moved(start, end, m->arg.remap.to);
 		}
+		/* saved copies of evicted pages there: the pages moved or went */
+		for (uint64_t p = start; evict_count() && !source && p < end; p += PAGE_SZ)
+			evict_forget(fd, p);
 		return;
 	case UFFD_EVENT_REMOVE:
 	case UFFD_EVENT_UNMAP:
@@ -910,8 +915,10 @@ static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
 		/* remove (MADV_DONTNEED/REMOVE) keeps the mapping: held faults stay held */
 		if (m->event == UFFD_EVENT_UNMAP) {
 			drop_range(fd, start, end, "UNMAPPED", t);
-			if (!source)
+			if (!source) {
 				region_event("remove", start, end, "unmap");
+				attach_range_moved(start, end, 0);
+			}
 		}
 		return;
 	default:
