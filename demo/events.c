@@ -19,6 +19,9 @@
  *                         hold that fault); after a second SIGUSR1 the main thread munmaps
  *                         pages [2,5): the thread, woken, gets SIGSEGV and prints `segv`
  *                         (or `read ok` when it was quicker); the rest as for unmap.
+ *   events --mode sysread  read(2) from a pipe into page 3, never touched: prints `sysread 16 ok`
+ *                         (the kernel waits for the debugger to fill the page), or
+ *                         `sysread -1 EFAULT` (a UFFD_USER_MODE_ONLY userfaultfd: no waiting).
  *   events --mode dirty --sets "1,3;2"  writes every page before `ready` (populated); then
  *                         per set: waits for SIGUSR1, writes those pages with 0x71+i, prints
  *                         `wrote <k>`; then waits once more before the checksum.
@@ -26,6 +29,7 @@
  * with and without a debugger (addresses and pids aside).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -107,7 +111,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--no-wait"))
 			no_wait = 1;
 		else {
-			fprintf(stderr, "usage: events --mode unmap|remove|remap|fork [--pages N] "
+			fprintf(stderr, "usage: events --mode unmap|remove|remap|fork|sysread|dirty [--pages N] "
 				"[--no-wait]\n");
 			return 2;
 		}
@@ -155,7 +159,20 @@ int main(int argc, char **argv)
 	}
 	wait_go();
 
-	if (!strcmp(mode, "unmap-held")) {
+	if (!strcmp(mode, "sysread")) {
+		int p[2];
+		ssize_t n;
+
+		if (pipe(p) || write(p[1], "0123456789abcdef", 16) != 16) {
+			perror("pipe");
+			return 1;
+		}
+		n = read(p[0], region + 3 * PAGE, 16);	/* MARK sysread */
+		printf("sysread %zd %s\n", n, n < 0 ? (errno == EFAULT ? "EFAULT" : strerror(errno)) : "ok");
+		fflush(stdout);
+		fill(region, 0, npages, 0x11);
+		sum = sum_pages(region, npages);
+	} else if (!strcmp(mode, "unmap-held")) {
 		struct sigaction sa = { .sa_handler = on_segv };
 		pthread_t th;
 

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { UffdDebugSession } from '../server/adapter/uffdDebugSession';
 import { formatRss, listProcesses } from '../server/core/processes';
-import { isTimelineEvent, TimelineEvent } from '../webview/messages';
+import { readSmaps } from '../server/core/procfs';
+import { trackFromChoices, VmaChoice, vmaChoices } from '../server/core/vmaList';
 import { resolvePage } from './resolvePage';
 import { TimelinePanel } from './timelinePanel';
 
@@ -39,10 +40,7 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.debug.onDidTerminateDebugSession((s) => TimelinePanel.closeFor(s)),
     vscode.debug.onDidReceiveDebugSessionCustomEvent((e) => {
       if (e.session.type !== TYPE || e.event !== 'uffd/events') return;
-      const batch = (e.body as { batch?: unknown[] } | undefined)?.batch;
-      if (!Array.isArray(batch)) return;
-      const events = batch.filter(isTimelineEvent) as TimelineEvent[];
-      TimelinePanel.forSession(e.session)?.post({ type: 'events', batch: events });
+      TimelinePanel.forSession(e.session)?.postBatch((e.body as { batch?: unknown } | undefined)?.batch);
     }),
   );
 }
@@ -120,6 +118,39 @@ class ConfigurationProvider implements vscode.DebugConfigurationProvider {
     }
     return config;
   }
+
+  /** Attach without `track`: pick what to track among the target's VMAs (the pid is known by now). */
+  async resolveDebugConfigurationWithSubstitutedVariables(
+    _folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration,
+  ): Promise<vscode.DebugConfiguration | undefined> {
+    if (config.request !== 'attach' || config.track !== undefined) return config;
+    const pid = Number(String(config.pid ?? '').trim());
+    if (!Number.isInteger(pid) || pid <= 0) return config; // the adapter explains a bad pid
+    const track = await pickVmas(pid);
+    if (track === null) return undefined; // dismissed: no session
+    return { ...config, track };
+  }
+}
+
+/** QuickPick of the target's VMAs; the result is the `track` value (null when dismissed). */
+async function pickVmas(pid: number): Promise<'anon' | { start: string; end: string }[] | undefined | null> {
+  let choices: VmaChoice[];
+  try {
+    choices = vmaChoices(readSmaps(pid));
+  } catch (e) {
+    void vscode.window.showWarningMessage(`uffd-debug: cannot list the VMAs of pid ${pid} (${(e as Error).message}); tracking all anonymous memory.`);
+    return undefined;
+  }
+  const items = choices.map((c) => ({ label: c.label, description: c.description, detail: c.detail, picked: c.picked, choice: c }));
+  const picked = await vscode.window.showQuickPick(items, {
+    title: `What should uffd-debug track in pid ${pid}?`,
+    placeHolder: 'Pick VMAs (the default tracks all private anonymous memory); type to filter by path, size or flags',
+    canPickMany: true,
+    matchOnDescription: true,
+    matchOnDetail: true,
+  });
+  if (!picked) return null;
+  return trackFromChoices(picked.map((p) => p.choice));
 }
 
 /** Copies the helper's log to the output channel and shows failures with a "Show Log" action. */

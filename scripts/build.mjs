@@ -7,6 +7,7 @@ const production = process.argv.includes('--production');
 const watch = process.argv.includes('--watch');
 
 execFileSync('make', ['-s', '-C', 'server/native'], { stdio: 'inherit' });
+execFileSync('make', ['-s', '-C', 'server/observe'], { stdio: 'inherit' });
 execFileSync('make', ['-s', '-C', 'demo'], { stdio: 'inherit' });
 
 const common = {

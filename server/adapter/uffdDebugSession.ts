@@ -42,6 +42,7 @@ export interface UffdAttachArguments extends DebugProtocol.AttachRequestArgument
   stopOnFirstFault?: boolean;
   timeline?: boolean;
   followForks?: boolean;
+  userModeOnly?: boolean;
   wpAsync?: boolean;
 }
 
@@ -213,6 +214,7 @@ export class UffdDebugSession extends LoggingDebugSession {
         stopOnFirstFault: args.stopOnFirstFault ?? true,
         followForks: args.followForks,
         wpAsync: args.wpAsync,
+        userModeOnly: args.userModeOnly,
         stream: args.timeline === false ? 'held' : 'all',
         helperPath: process.env.UFFD_HELPER,
       });
@@ -237,6 +239,7 @@ export class UffdDebugSession extends LoggingDebugSession {
         stopOnFirstFault: args.stopOnFirstFault ?? false,
         followForks: args.followForks,
         wpAsync: args.wpAsync,
+        userModeOnly: args.userModeOnly,
         stream: args.timeline === false ? 'held' : 'all',
         helperPath: process.env.UFFD_HELPER,
       });

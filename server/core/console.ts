@@ -148,6 +148,8 @@ const COMMANDS: Record<string, Command> = {
       if (args.length !== 2 || (args[1] !== 'on' && args[1] !== 'off')) throw new Error('usage: protect 0x7f00000000-0x7f00010000 on');
       const r = parseRange(args[0]);
       const body = await s.helper.request('protect', { ...r, on: args[1] === 'on' });
+      // Write-protect filters narrowed to protected mappings must now include this one.
+      await s.refreshPolicy();
       return `write-protect ${args[1]}: ${body.start}-${body.end} (${body.pages} pages)`;
     },
   },

@@ -46,28 +46,61 @@ export function parseMaps(text: string): Vma[] {
 
 export function parseSmaps(text: string): SmapsEntry[] {
   const out: SmapsEntry[] = [];
-  let cur: SmapsEntry | null = null;
-  for (const line of text.split('\n')) {
-    if (line.length === 0) continue;
-    const head = parseMapsLine(line);
-    if (head && !/^[A-Z]\w*:/.test(line)) {
-      cur = { ...head, counters: {}, vmFlags: [] };
-      out.push(cur);
-      continue;
+  // Read at every stop (hundreds of VMAs, thousands of lines) while usually one VMA's fields are
+  // looked at: headers are parsed here, each VMA's field lines when first asked for. Header
+  // lines start with a lowercase hex digit, field lines with an uppercase letter.
+  let pos = 0;
+  let head: Vma | null = null;
+  let from = 0;
+  const close = (to: number) => {
+    if (head) out.push(lazyEntry(head, text, from, to));
+  };
+  while (pos < text.length) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = text.length;
+    const c = text.charCodeAt(pos);
+    if (nl > pos && (c < 65 || c > 90)) {
+      const line = text.slice(pos, nl);
+      const v = parseMapsLine(line);
+      if (!v) throw new Error(`unexpected line in smaps: ${line}`);
+      close(pos);
+      head = v;
+      from = nl + 1;
+    } else if (nl > pos && !head) {
+      throw new Error(`smaps text does not start with a mapping line: ${text.slice(pos, nl)}`);
     }
-    if (!cur) throw new Error(`smaps text does not start with a mapping line: ${line}`);
+    pos = nl + 1;
+  }
+  close(text.length);
+  return out;
+}
+
+/** A VMA whose `counters` and `vmFlags` are parsed from text[from, to) on first use. */
+function lazyEntry(head: Vma, text: string, from: number, to: number): SmapsEntry {
+  let fields: { counters: Record<string, number>; vmFlags: string[] } | null = null;
+  const parse = () => (fields ??= parseSmapsFields(text.slice(from, to)));
+  const e = head as SmapsEntry;
+  Object.defineProperty(e, 'counters', { get: () => parse().counters, enumerable: true, configurable: true });
+  Object.defineProperty(e, 'vmFlags', { get: () => parse().vmFlags, enumerable: true, configurable: true });
+  return e;
+}
+
+function parseSmapsFields(block: string): { counters: Record<string, number>; vmFlags: string[] } {
+  const counters: Record<string, number> = {};
+  let vmFlags: string[] = [];
+  for (const line of block.split('\n')) {
+    if (line.length === 0) continue;
     const colon = line.indexOf(':');
     if (colon < 0) throw new Error(`unexpected line in smaps: ${line}`);
     const key = line.slice(0, colon);
-    const rest = line.slice(colon + 1).trim();
     if (key === 'VmFlags') {
-      cur.vmFlags = rest.split(/\s+/).filter((s) => s.length > 0);
+      vmFlags = line.slice(colon + 1).trim().split(/\s+/).filter((x) => x.length > 0);
     } else {
-      const n = /^(\d+)/.exec(rest);
-      if (n) cur.counters[key] = Number(n[1]);
+      const n = parseInt(line.slice(colon + 1), 10);
+      if (!Number.isNaN(n)) counters[key] = n;
     }
   }
-  return out;
+  return { counters, vmFlags };
 }
 
 /** Every VmFlags code the kernel prints (fs/proc/task_mmu.c, show_smap_vma_flags), with its meaning. */
@@ -156,6 +189,24 @@ export function parseStat(text: string): { tid: number; name: string; state: str
     name: text.slice(open + 1, close),
     state: text.slice(close + 2, close + 3),
   };
+}
+
+/** `start_brk` (field 47 of /proc/PID/stat): where the heap begins; it only grows up from there. */
+export function parseStartBrk(text: string): bigint | null {
+  const close = text.lastIndexOf(')');
+  if (close < 0) return null;
+  // Fields after the comm start at field 3 (state).
+  const f = text.slice(close + 2).trim().split(/\s+/);
+  const v = f[47 - 3];
+  return v && /^\d+$/.test(v) ? BigInt(v) : null;
+}
+
+export function readStartBrk(pid: number): bigint | null {
+  try {
+    return parseStartBrk(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return null;
+  }
 }
 
 export function listTasks(pid: number): TaskInfo[] {

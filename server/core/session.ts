@@ -25,6 +25,7 @@ export interface LaunchConfig {
   /** Session options of the helper (docs/protocol.md, *Session options*). */
   followForks?: boolean;
   wpAsync?: boolean;
+  userModeOnly?: boolean;
 }
 
 export interface AttachConfig {
@@ -36,13 +37,15 @@ export interface AttachConfig {
   helperPath?: string;
   followForks?: boolean;
   wpAsync?: boolean;
+  userModeOnly?: boolean;
 }
 
 /** The helper's session options of a launch/attach configuration, only those that are set. */
-function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean }): SessionOptions {
+function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean; userModeOnly?: boolean }): SessionOptions {
   return {
     ...(c.followForks !== undefined ? { followForks: c.followForks } : {}),
     ...(c.wpAsync !== undefined ? { wpAsync: c.wpAsync } : {}),
+    ...(c.userModeOnly !== undefined ? { userModeOnly: c.userModeOnly } : {}),
   };
 }
 

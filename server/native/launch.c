@@ -340,14 +340,28 @@ int launch_take_uffd_from(pid_t tid, pid_t pid, unsigned long long features,
 		if (injected(&in, __NR_openat, AT_FDCWD, path_addr, O_RDWR | O_CLOEXEC, &dfd, e,
 			     "openat(/dev/userfaultfd)"))
 			goto out;
+		if (dfd < 0 && e1 == EPERM && uffd_user_mode_only()) {
+			/* the last resort the user accepted: user-mode faults only */
+			if (injected(&in, __NR_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, 0,
+				     &tfd, e, "userfaultfd(2, UFFD_USER_MODE_ONLY)"))
+				goto out;
+			if (tfd >= 0) {
+				*source = "user-mode-only";
+				goto take;
+			}
+		}
 		if (dfd < 0) {
 			e->err = e1;
 			snprintf(e->msg, sizeof(e->msg),
 				 "the program cannot create a userfaultfd: userfaultfd(2) failed with "
 				 "%s and opening /dev/userfaultfd failed with %s. Fix: run the program "
 				 "as root, or `sysctl -w vm.unprivileged_userfaultfd=1`, or give its "
-				 "user read/write access to /dev/userfaultfd", errno_name(e1),
-				 errno_name((int)-dfd));
+				 "user read/write access to /dev/userfaultfd. Last resort: "
+				 "\"userModeOnly\": true (UFFD_USER_MODE_ONLY) traces only faults of "
+				 "the program's own instructions; a system call that touches a tracked "
+				 "missing page (read(2) into it, for one) then fails with EFAULT "
+				 "instead of waiting, which changes what the program does",
+				 errno_name(e1), errno_name((int)-dfd));
 			goto out;
 		}
 		if (injected(&in, __NR_ioctl, dfd, USERFAULTFD_IOC_NEW, O_CLOEXEC, &tfd, e,
@@ -364,6 +378,7 @@ int launch_take_uffd_from(pid_t tid, pid_t pid, unsigned long long features,
 		*source = "dev";
 	}
 
+take:
 	pidfd = syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd >= 0)
 		fd = syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);

@@ -74,21 +74,30 @@ void uffd_ioctls_json(struct jbuf *b, uint64_t ioctls)
 	flags_json(b, ioctls, ioctl_name);
 }
 
-/* Session options of launch/attach: followForks, wpAsync. */
-static int opt_follow_forks, opt_wp_async;
+/* Session options of launch/attach: followForks, wpAsync, userModeOnly. */
+static int opt_follow_forks, opt_wp_async, opt_user_mode_only;
 
 int uffd_session_opts(int64_t id, const struct jval *req)
 {
-	const struct jval *ff = json_get(req, "followForks"), *wa = json_get(req, "wpAsync");
+	static const char *const names[] = { "followForks", "wpAsync", "userModeOnly" };
+	int *const vals[] = { &opt_follow_forks, &opt_wp_async, &opt_user_mode_only };
+	size_t i;
 
-	if ((ff && ff->type != J_BOOL && ff->type != J_NULL) ||
-	    (wa && wa->type != J_BOOL && wa->type != J_NULL)) {
-		resp_err(id, "EPROTO", "'followForks' and 'wpAsync' must be true or false");
-		return -1;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const struct jval *v = json_get(req, names[i]);
+
+		if (v && v->type != J_BOOL && v->type != J_NULL) {
+			resp_err(id, "EPROTO", "'%s' must be true or false", names[i]);
+			return -1;
+		}
+		*vals[i] = v && v->type == J_BOOL && v->boolean;
 	}
-	opt_follow_forks = ff && ff->type == J_BOOL && ff->boolean;
-	opt_wp_async = wa && wa->type == J_BOOL && wa->boolean;
 	return 0;
+}
+
+int uffd_user_mode_only(void)
+{
+	return opt_user_mode_only;
 }
 
 int uffd_follow_forks(void)
@@ -297,7 +306,9 @@ static int open_own(struct uffd_probe *p)
 			 "userfaultfd(2) failed: %s; opening /dev/userfaultfd failed: %s. "
 			 "Fix: run as root, or allow unprivileged use with "
 			 "`sysctl -w vm.unprivileged_userfaultfd=1`, or give this user read/write "
-			 "access to /dev/userfaultfd (e.g. a udev rule setting its group and mode 0660).",
+			 "access to /dev/userfaultfd (e.g. a udev rule setting its group and mode 0660). "
+			 "Last resort: the session option userModeOnly (UFFD_USER_MODE_ONLY: system "
+			 "calls touching a tracked missing page then fail with EFAULT).",
 			 strerror(e1), strerror(e2));
 	}
 	pr_err("no userfaultfd: %s", p->error);

@@ -80,6 +80,8 @@ uint64_t uffd_launch_features(uint64_t offered);
  * value writes the error response for id and returns -1. */
 int uffd_session_opts(int64_t id, const struct jval *req);
 int uffd_follow_forks(void);
+/* The user accepted UFFD_USER_MODE_ONLY as a last resort (session option userModeOnly). */
+int uffd_user_mode_only(void);
 
 /* UFFDIO_API; *offered (may be NULL) gets what the kernel supports. */
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls);

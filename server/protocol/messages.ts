@@ -44,6 +44,11 @@ export interface SessionOptions {
   /** Negotiate WP_ASYNC: write-protect faults are never delivered; `protect` arms dirty
    * tracking read with `dirty`. Default false. */
   wpAsync?: boolean;
+  /** Last resort when neither userfaultfd(2) nor /dev/userfaultfd is allowed: create it with
+   * UFFD_USER_MODE_ONLY (source `user-mode-only`). Only faults of the program's own
+   * instructions are traced; a system call touching a tracked missing page fails with
+   * EFAULT instead of waiting. Default false. */
+  userModeOnly?: boolean;
 }
 
 export interface LaunchArgs extends SessionOptions {
@@ -55,7 +60,7 @@ export interface LaunchArgs extends SessionOptions {
 
 export interface LaunchBody {
   pid: number;
-  uffdSource: 'syscall' | 'dev';
+  uffdSource: 'syscall' | 'dev' | 'user-mode-only';
   features: FlagSet;
   regions: Region[];
 }
@@ -128,7 +133,7 @@ export interface AttachArgs extends SessionOptions { pid: number; track?: TrackS
 
 export interface AttachBody {
   pid: number;
-  uffdSource: 'syscall' | 'dev';
+  uffdSource: 'syscall' | 'dev' | 'user-mode-only';
   features: FlagSet;
   regions: Region[];
   /** The threads seen (and briefly stopped) during setup. */

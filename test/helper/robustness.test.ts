@@ -2,7 +2,7 @@
 // runs on with its memory intact (the kernel drops the helper's userfaultfd, unregistering
 // everything and waking held threads); a launched program dies with it (PTRACE_O_EXITKILL).
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -17,6 +17,7 @@ const until = (cond: () => boolean, ms: number, what: string) => waitUntil(cond,
 
 const root = path.resolve(__dirname, '..', '..');
 const TOUCH = path.join(root, 'demo', 'bin', 'touch');
+const EVENTS = path.join(root, 'demo', 'bin', 'events');
 
 const clients: HelperClient[] = [];
 const procs: ChildProcess[] = [];
@@ -196,8 +197,37 @@ describe('the helper as nobody (not root)', { timeout: 120_000 }, () => {
       assert.match(u.error ?? '', /vm\.unprivileged_userfaultfd/, 'the error names the sysctl');
       assert.match(u.error ?? '', /\/dev\/userfaultfd/, 'the error names the device');
       await assert.rejects(c.request('launch', { program: TOUCH, args: ['--pages', '4'], cwd: root, env: null }),
-        (e: HelperError) => e.code === 'EPERM' && /vm\.unprivileged_userfaultfd/.test(e.message) && /\/dev\/userfaultfd/.test(e.message));
+        (e: HelperError) => e.code === 'EPERM' && /vm\.unprivileged_userfaultfd/.test(e.message) && /\/dev\/userfaultfd/.test(e.message) &&
+          /userModeOnly/.test(e.message) && /EFAULT instead of waiting/.test(e.message));
       await c.stop();
+    }));
+  });
+
+  test('userModeOnly: the last resort the user accepts; faults of the program itself are served, a system call on a tracked missing page gets EFAULT', async () => {
+    await withSysctl(SYSCTL_UFFD, '0', () => withDevMode(0o600, async () => {
+      const { c, faults } = await startHelper(helperAsNobody());
+      let stdout = '';
+      c.on('output', (s, d) => { if (s === 'stdout') stdout += d; });
+      const exited = new Promise<void>((r) => c.on('event', (e) => { if (e.event === 'exited') r(); }));
+      const l = await c.request('launch', { program: TOUCH, args: ['--pages', '16'], cwd: root, env: null, userModeOnly: true });
+      assert.equal(l.uffdSource, 'user-mode-only');
+      await c.request('run', {});
+      await withTimeout(exited, 10_000, 'touch to finish');
+      await until(() => /checksum/.test(stdout), 5000, 'touch output');
+      assert.equal(faults.filter((f) => f.kind === 'missing').length >= 16, true, 'every page faulted through the helper');
+      assert.match(stdout, /checksum [0-9a-f]+ touched 16/);
+      await c.stop();
+
+      // events --mode sysread: read(2) into a tracked, never-touched page
+      const k = await startHelper(helperAsNobody());
+      let out2 = '';
+      k.c.on('output', (s, d) => { if (s === 'stdout') out2 += d; });
+      const done = new Promise<void>((r) => k.c.on('event', (e) => { if (e.event === 'exited') r(); }));
+      await k.c.request('launch', { program: EVENTS, args: ['--mode', 'sysread', '--pages', '4', '--no-wait'], cwd: root, env: null, userModeOnly: true });
+      await k.c.request('run', {});
+      await withTimeout(done, 10_000, 'events to finish');
+      assert.match(out2, /sysread -1 EFAULT/, `read(2) into a tracked missing page fails with EFAULT: ${out2}`);
+      await k.c.stop();
     }));
   });
 

@@ -1,0 +1,548 @@
+// Observe mode: runs a program that handles its own userfaultfd with libuffd-observe.so
+// preloaded, decodes what the library reports on its private channel (docs/protocol.md,
+// "Observe channel") and derives what a debugger shows: per-fault latency from the read to the
+// resolution that woke it, stuck faults, background pushes, EEXIST duplicates, EAGAIN retries,
+// pages resolved twice, faults outside any registered range, and the QEMU-style summary.
+// Knows nothing of DAP or VS Code.
+import { spawn, ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import type { FaultEvent, Hex, ResolvedEvent } from '../protocol/messages';
+import {
+  encodeControl, ObsCmd, ObsIoctl, ObsRead, ObsRecord, RecordDecoder, ResolveOp, STOP_MINOR, STOP_MISSING, STOP_WP,
+  UffdHow,
+} from '../protocol/observe';
+
+const PAGE = 4096;
+/** Addresses as numbers: user addresses are below 2^47, exact in a double. */
+const pageOf = (a: number) => a - (a % PAGE);
+const UFFDIO_COPY_MODE_DONTWAKE = 1;
+const UFFDIO_WRITEPROTECT_MODE_WP = 1;
+const UFFDIO_WRITEPROTECT_MODE_DONTWAKE = 2;
+const HIST_BUCKETS = 24;
+
+/** A fault the handler read: FaultEvent's fields (tid is the faulting thread) plus who read it. */
+export type ObservedFault = FaultEvent & {
+  /** The process and thread that read the message. */
+  pid: number;
+  reader: number;
+  /** `pid:id` of the userfaultfd it was read from (the first process that had it). */
+  uffd: string;
+  /** No range registered on that userfaultfd contains the address (known ranges only). */
+  unregistered: boolean;
+  /** The reading thread is stopped until `continue`. */
+  stopped: boolean;
+};
+
+/** A fault woken by the handler's ioctl: ResolvedEvent's fields plus who resolved it. */
+export type ObservedResolved = ResolvedEvent & { pid: number; resolver: number; uffd: string; tid: number };
+
+export type ObserveEvent =
+  | ObservedFault
+  | ObservedResolved
+  | { type: 'event'; event: 'push'; t: number; pid: number; uffd: string; op: ResolveOp; start: Hex; pages: number }
+  | { type: 'event'; event: 'duplicate'; t: number; pid: number; uffd: string; op: ResolveOp; page: Hex; pages: number }
+  | { type: 'event'; event: 'retry'; t: number; pid: number; uffd: string; op: ResolveOp; start: Hex }
+  | { type: 'event'; event: 'ioctlError'; t: number; pid: number; tid: number; uffd: string; op: ResolveOp; start: Hex; len: number; errno: string }
+  | { type: 'event'; event: 'stuck'; seq: number; page: Hex; tid: number; pid: number; uffd: string; waitedNs: number }
+  | { type: 'event'; event: 'uffd'; t: number; pid: number; uffd: string; how: UffdHow; ok: boolean; errno: string | null }
+  | { type: 'event'; event: 'register'; t: number; pid: number; uffd: string; start: Hex; len: number; mode: number; ok: boolean; errno: string | null }
+  | { type: 'event'; event: 'stopped'; t: number; pid: number; tid: number; readSeq: number; faults: number[] }
+  | { type: 'event'; event: 'continued'; t: number; pid: number; tid: number; readSeq: number };
+
+export interface StuckFault { seq: number; page: Hex; addr: Hex; tid: number; pid: number; uffd: string; waitedNs: number }
+
+export interface ObserveSummary {
+  processes: number[];
+  uffds: { id: string; pid: number; how: UffdHow; features: Hex | null; ranges: { start: Hex; len: number; mode: number }[] }[];
+  /** read() calls that returned messages (records; a long read may be split in several). */
+  reads: number;
+  faults: number;
+  events: number;
+  resolved: number;
+  ioctls: Partial<Record<ResolveOp, { calls: number; ok: number; failed: number }>>;
+  /** Pages placed while a fault read on them waited, and ahead of any fault. */
+  requested: number;
+  pushed: number;
+  duplicates: number;
+  duplicatePages: Hex[];
+  retries: number;
+  resolvedTwice: Hex[];
+  unregistered: number;
+  ioctlErrors: number;
+  stuck: StuckFault[];
+  blockedNs: number;
+  perThread: { tid: number; faults: number; blockedNs: number }[];
+  /** Log2 µs buckets: [lo, hi) µs and the count of faults whose latency falls in it. */
+  histogram: { loUs: number; hiUs: number; count: number }[];
+  latencyNs: { p50: number; p99: number; max: number } | null;
+}
+
+interface Fault { ev: ObservedFault; space: Space; page: number }
+
+interface Space {
+  id: string;
+  pid: number;
+  how: UffdHow;
+  features: Hex | null;
+  ranges: { start: number; len: number; mode: number }[];
+  pending: Map<number, Fault[]>;
+  placed: Set<number>;
+  eagain: Set<string>;
+}
+
+const key = (pid: number, id: number) => `${pid}:${id}`;
+const hex = (v: number): Hex => '0x' + v.toString(16);
+
+/** Turns records into events and a summary. Pure: feed it records in channel order. */
+export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
+  private spaces = new Map<string, Space>();
+  private sends: Space[] = [];
+  private faults = new Map<number, Fault>();
+  private resolvedFaults: { tid: number; latencyNs: number }[] = [];
+  private nextSeq = 1;
+  private pids = new Set<number>();
+  private counts = { reads: 0, faults: 0, events: 0, requested: 0, pushed: 0, duplicates: 0, retries: 0, unregistered: 0, ioctlErrors: 0 };
+  private dupPages = new Set<number>();
+  private twice = new Set<number>();
+  private ioctls: ObserveSummary['ioctls'] = {};
+  private stuckSent = new Set<number>();
+  private allSpaces: Space[] = [];
+
+  feed(r: ObsRecord): void {
+    this.pids.add(r.pid);
+    switch (r.type) {
+      case 'hello':
+        // A new program image in this pid (exec): its ids start again.
+        for (const k of [...this.spaces.keys()]) if (k.startsWith(`${r.pid}:`)) this.spaces.delete(k);
+        break;
+      case 'fork':
+        for (const [k, s] of [...this.spaces]) {
+          if (k.startsWith(`${r.ppid}:`)) this.spaces.set(key(r.pid, Number(k.split(':')[1])), s);
+        }
+        break;
+      case 'uffd': {
+        if (r.result < 0) {
+          this.emit('event', { type: 'event', event: 'uffd', t: r.t, pid: r.pid, uffd: '', how: r.how, ok: false, errno: r.errno });
+          break;
+        }
+        let s: Space | undefined;
+        if (r.how === 'scm') s = this.sends.shift(); // the same open file, sent by an observed process
+        if (!s) {
+          s = { id: key(r.pid, r.uffd), pid: r.pid, how: r.how, features: null, ranges: [], pending: new Map(),
+            placed: new Set(), eagain: new Set() };
+          this.allSpaces.push(s);
+        }
+        this.spaces.set(key(r.pid, r.uffd), s);
+        this.emit('event', { type: 'event', event: 'uffd', t: r.t, pid: r.pid, uffd: s.id, how: r.how, ok: true, errno: null });
+        break;
+      }
+      case 'send': {
+        const s = this.spaces.get(key(r.pid, r.uffd));
+        if (s && r.result === 0) this.sends.push(s);
+        else if (s && this.sends.includes(s)) this.sends.splice(this.sends.lastIndexOf(s), 1); // it failed
+        break;
+      }
+      case 'api': {
+        const s = this.spaces.get(key(r.pid, r.uffd));
+        // UFFDIO_API answers with every feature the kernel offers; the enabled ones are those asked for.
+        if (s && r.result === 0) s.features = hex(Number(BigInt(r.requested) & BigInt(r.features)));
+        break;
+      }
+      case 'register': {
+        const s = this.spaces.get(key(r.pid, r.uffd));
+        if (s && r.result === 0) s.ranges.push({ start: Number(r.start), len: Number(r.len), mode: r.mode });
+        this.emit('event', { type: 'event', event: 'register', t: r.t, pid: r.pid, uffd: s?.id ?? '', start: r.start,
+          len: r.len, mode: r.mode, ok: r.result === 0, errno: r.errno });
+        break;
+      }
+      case 'unregister': {
+        const s = this.spaces.get(key(r.pid, r.uffd));
+        if (s && r.result === 0) this.unregister(s, Number(r.start), Number(r.start) + Number(r.len));
+        break;
+      }
+      case 'read':
+        this.read(r);
+        break;
+      case 'ioctl':
+        this.ioctl(r);
+        break;
+      case 'continued':
+        this.emit('event', { type: 'event', event: 'continued', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.stopSeq });
+        break;
+      default:
+        break;
+    }
+  }
+
+  private space(pid: number, id: number): Space {
+    let s = this.spaces.get(key(pid, id));
+    if (!s) {
+      // A userfaultfd the library did not see appear (e.g. a descriptor above its table).
+      s = { id: key(pid, id), pid, how: 'syscall', features: null, ranges: [], pending: new Map(), placed: new Set(),
+        eagain: new Set() };
+      this.spaces.set(key(pid, id), s);
+      this.allSpaces.push(s);
+    }
+    return s;
+  }
+
+  private unregister(s: Space, start: number, end: number): void {
+    const out: Space['ranges'] = [];
+    for (const r of s.ranges) {
+      const rEnd = r.start + r.len;
+      if (rEnd <= start || r.start >= end) { out.push(r); continue; }
+      if (r.start < start) out.push({ start: r.start, len: start - r.start, mode: r.mode });
+      if (rEnd > end) out.push({ start: end, len: rEnd - end, mode: r.mode });
+    }
+    s.ranges = out;
+  }
+
+  private read(r: ObsRead): void {
+    const s = this.space(r.pid, r.uffd);
+    if (r.msgs.length) this.counts.reads++;
+    const seqs: number[] = [];
+    for (const m of r.msgs) {
+      if (m.event !== 'pagefault') {
+        this.counts.events++;
+        if (m.event === 'remove' || m.event === 'unmap') this.forget(s, Number(m.start), Number(m.end), r.t);
+        if (m.event === 'remap') this.remap(s, Number(m.from), Number(m.to), Number(m.len));
+        continue;
+      }
+      this.counts.faults++;
+      const addr = Number(m.addr);
+      const page = pageOf(addr);
+      const unregistered = s.ranges.length > 0 && !s.ranges.some((x) => addr >= x.start && addr < x.start + x.len);
+      if (unregistered) this.counts.unregistered++;
+      const ev: ObservedFault = {
+        type: 'event', event: 'fault', seq: this.nextSeq++, t: r.t, addr: m.addr, page: hex(page), access: m.access,
+        kind: m.kind, tid: m.ptid, held: r.stopped, pid: r.pid, reader: r.tid, uffd: s.id, unregistered, stopped: r.stopped,
+      };
+      const f: Fault = { ev, space: s, page };
+      this.faults.set(ev.seq, f);
+      const list = s.pending.get(page);
+      if (list) list.push(f); else s.pending.set(page, [f]);
+      seqs.push(ev.seq);
+      this.emit('event', ev);
+    }
+    if (r.stopped) this.emit('event', { type: 'event', event: 'stopped', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.seq, faults: seqs });
+  }
+
+  /** Memory gone (munmap, MADV_DONTNEED): what was placed there faults again; waiters were woken. */
+  private forget(s: Space, start: number, end: number, t: number): void {
+    for (const p of [...s.placed]) if (p >= start && p < end) s.placed.delete(p);
+    for (const [p, list] of [...s.pending]) {
+      if (p < start || p >= end) continue;
+      for (const f of list) this.resolve(f, t, 'UNMAPPED', f.ev.pid, f.ev.reader);
+      s.pending.delete(p);
+    }
+  }
+
+  private remap(s: Space, from: number, to: number, len: number): void {
+    for (const p of [...s.placed]) {
+      if (p >= from && p < from + len) {
+        s.placed.delete(p);
+        s.placed.add(p - from + to);
+      }
+    }
+  }
+
+  private resolve(f: Fault, t: number, ioctl: string, pid: number, resolver: number): void {
+    const latencyNs = Math.max(0, t - f.ev.t);
+    this.faults.delete(f.ev.seq);
+    this.resolvedFaults.push({ tid: f.ev.tid, latencyNs });
+    this.emit('event', { type: 'event', event: 'resolved', seq: f.ev.seq, t, page: f.ev.page, ioctl, latencyNs, pid,
+      resolver, uffd: f.space.id, tid: f.ev.tid });
+  }
+
+  /** Wakes every fault pending on [start, end): the kernel woke their threads. */
+  private wake(s: Space, start: number, end: number, t: number, op: string, pid: number, tid: number): number {
+    let n = 0;
+    const one = (p: number, list: Fault[]) => {
+      for (const f of list) this.resolve(f, t, op, pid, tid);
+      s.pending.delete(p);
+      n += list.length;
+    };
+    if (s.pending.size === 0) return 0;
+    if ((end - start) / PAGE <= s.pending.size) {
+      for (let p = start; p < end; p += PAGE) {
+        const list = s.pending.get(p);
+        if (list) one(p, list);
+      }
+    } else {
+      for (const [p, list] of [...s.pending]) if (p + PAGE > start && p < end) one(p, list);
+    }
+    return n;
+  }
+
+  private ioctl(r: ObsIoctl): void {
+    const s = this.space(r.pid, r.uffd);
+    const c = this.ioctls[r.op] ?? (this.ioctls[r.op] = { calls: 0, ok: 0, failed: 0 });
+    c.calls++;
+    if (r.result === 0) c.ok++; else c.failed++;
+    const end = r.t + r.durNs;
+    const start = pageOf(Number(r.start));
+    const rkey = s.eagain.size ? `${r.op}:${r.start}` : '';
+    if (rkey && s.eagain.has(rkey)) {
+      s.eagain.delete(rkey);
+      this.counts.retries++;
+      this.emit('event', { type: 'event', event: 'retry', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start });
+    }
+    const places = r.op === 'COPY' || r.op === 'ZEROPAGE' || r.op === 'CONTINUE' || r.op === 'MOVE' || r.op === 'POISON';
+    // Bytes actually done: the whole range on success, the ioctl's own count on a partial failure.
+    const doneBytes = r.result === 0 ? r.len : Math.max(0, r.done);
+    if (places && doneBytes > 0) {
+      let pushedPages = 0;
+      for (let p = start; p < start + doneBytes; p += PAGE) {
+        if (s.placed.has(p)) this.twice.add(p);
+        else s.placed.add(p);
+        if (s.pending.has(p)) this.counts.requested++;
+        else { this.counts.pushed++; pushedPages++; }
+      }
+      if (pushedPages) {
+        this.emit('event', { type: 'event', event: 'push', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start, pages: pushedPages });
+      }
+      const dontwake = (r.op === 'COPY' || r.op === 'ZEROPAGE' || r.op === 'CONTINUE' || r.op === 'POISON') &&
+        (r.mode & UFFDIO_COPY_MODE_DONTWAKE) !== 0;
+      if (!dontwake) this.wake(s, start, start + doneBytes, end, 'UFFDIO_' + r.op, r.pid, r.tid);
+    }
+    if (r.result === 0 && r.op === 'WAKE') this.wake(s, start, start + r.len, end, 'UFFDIO_WAKE', r.pid, r.tid);
+    if (r.result === 0 && r.op === 'WRITEPROTECT' &&
+        !(r.mode & UFFDIO_WRITEPROTECT_MODE_WP) && !(r.mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE)) {
+      this.wake(s, start, start + r.len, end, 'UFFDIO_WRITEPROTECT', r.pid, r.tid);
+    }
+    if (r.result === 0) return;
+    if (r.errno === 'EEXIST') {
+      // The page after the part done is already there.
+      const p = start + doneBytes;
+      if (s.placed.has(p)) this.twice.add(p);
+      this.counts.duplicates++;
+      this.dupPages.add(p);
+      this.emit('event', { type: 'event', event: 'duplicate', t: r.t, pid: r.pid, uffd: s.id, op: r.op, page: hex(p),
+        pages: Math.max(1, (r.len - doneBytes) / PAGE) });
+    } else if (r.errno === 'EAGAIN') {
+      s.eagain.add(`${r.op}:${hex(Number(r.start) + doneBytes)}`);
+    } else {
+      this.counts.ioctlErrors++;
+      this.emit('event', { type: 'event', event: 'ioctlError', t: r.t, pid: r.pid, tid: r.tid, uffd: s.id, op: r.op,
+        start: r.start, len: r.len, errno: r.errno ?? 'E?' });
+    }
+  }
+
+  /** Faults read and still unresolved. `nowNs`: CLOCK_MONOTONIC now (process.hrtime). */
+  pending(nowNs: number): StuckFault[] {
+    return [...this.faults.values()].map((f) => ({ seq: f.ev.seq, page: f.ev.page, addr: f.ev.addr, tid: f.ev.tid,
+      pid: f.ev.pid, uffd: f.space.id, waitedNs: Math.max(0, nowNs - f.ev.t) }));
+  }
+
+  /** Emits `stuck` once for each fault that has waited longer than `ms`. */
+  checkStuck(nowNs: number, ms: number): StuckFault[] {
+    const out = this.pending(nowNs).filter((f) => f.waitedNs >= ms * 1e6 && !this.stuckSent.has(f.seq));
+    for (const f of out) {
+      this.stuckSent.add(f.seq);
+      this.emit('event', { type: 'event', event: 'stuck', seq: f.seq, page: f.page, tid: f.tid, pid: f.pid, uffd: f.uffd, waitedNs: f.waitedNs });
+    }
+    return out;
+  }
+
+  summary(nowNs: number): ObserveSummary {
+    const per = new Map<number, { tid: number; faults: number; blockedNs: number }>();
+    const hist = new Array<number>(HIST_BUCKETS).fill(0);
+    let blocked = 0;
+    for (const f of this.resolvedFaults) {
+      blocked += f.latencyNs;
+      const t = per.get(f.tid) ?? { tid: f.tid, faults: 0, blockedNs: 0 };
+      t.faults++;
+      t.blockedNs += f.latencyNs;
+      per.set(f.tid, t);
+      let us = Math.floor(f.latencyNs / 1000);
+      let b = 0;
+      while (us > 1 && b < HIST_BUCKETS - 1) { us = Math.floor(us / 2); b++; }
+      hist[b]++;
+    }
+    const lat = this.resolvedFaults.map((f) => f.latencyNs).sort((a, b) => a - b);
+    const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
+    return {
+      processes: [...this.pids],
+      uffds: this.allSpaces.map((s) => ({ id: s.id, pid: s.pid, how: s.how, features: s.features,
+        ranges: s.ranges.map((r) => ({ start: hex(r.start), len: Number(r.len), mode: r.mode })) })),
+      reads: this.counts.reads,
+      faults: this.counts.faults,
+      events: this.counts.events,
+      resolved: this.resolvedFaults.length,
+      ioctls: this.ioctls,
+      requested: this.counts.requested,
+      pushed: this.counts.pushed,
+      duplicates: this.counts.duplicates,
+      duplicatePages: [...this.dupPages].map(hex),
+      retries: this.counts.retries,
+      resolvedTwice: [...this.twice].map(hex),
+      unregistered: this.counts.unregistered,
+      ioctlErrors: this.counts.ioctlErrors,
+      stuck: this.pending(nowNs),
+      blockedNs: blocked,
+      perThread: [...per.values()],
+      histogram: hist.map((count, b) => ({ loUs: b ? 2 ** b : 0, hiUs: 2 ** (b + 1), count })).filter((h) => h.count),
+      latencyNs: lat.length ? { p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1] } : null,
+    };
+  }
+}
+
+/** Where libuffd-observe.so is: UFFD_OBSERVE_LIB, or next to the bundle / the sources. */
+export function findObserveLibrary(): string {
+  const fromEnv = process.env.UFFD_OBSERVE_LIB;
+  if (fromEnv) return fromEnv;
+  const candidates = [
+    path.join(__dirname, '..', 'server', 'observe', 'bin', 'libuffd-observe.so'), // dist/*.js
+    path.join(__dirname, '..', 'observe', 'bin', 'libuffd-observe.so'), // server/core/*.ts
+  ];
+  for (const c of candidates) if (existsSync(c)) return c;
+  throw new Error(`the observe library was not found (looked in ${candidates.join(', ')}); run 'npm run build' to build it`);
+}
+
+export interface ObserveOptions {
+  program: string;
+  args?: string[];
+  cwd?: string;
+  /** Additions to this process's environment; null removes a variable. */
+  env?: Record<string, string | null>;
+  /** Stop the reading thread after it reads a fault of these kinds, until `continue`. */
+  stopOn?: { missing?: boolean; wp?: boolean; minor?: boolean };
+  /** Report faults unresolved for this long as `stuck` events (default 1000 ms; 0: never). */
+  stuckAfterMs?: number;
+  library?: string;
+}
+
+export interface ObserveResult {
+  code: number | null;
+  signal: string | null;
+  summary: ObserveSummary;
+  /** Bytes of a record cut short (the program died while writing one). */
+  truncated: number;
+}
+
+export interface ObserveSessionEvents {
+  event: [ObserveEvent];
+  record: [ObsRecord];
+  output: ['stdout' | 'stderr', string];
+  error: [Error];
+}
+
+function stopMask(s: ObserveOptions['stopOn']): number {
+  return (s?.missing ? STOP_MISSING : 0) | (s?.wp ? STOP_WP : 0) | (s?.minor ? STOP_MINOR : 0);
+}
+
+/** One observed program: spawn with the library, stream events, end with a summary. */
+export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
+  readonly analyzer = new ObserveAnalyzer();
+  private proc: ChildProcess | null = null;
+  private ctl: Writable | null = null;
+  private decoder = new RecordDecoder();
+  private timer: NodeJS.Timeout | null = null;
+  private done: Promise<ObserveResult> | null = null;
+  pid = 0;
+
+  constructor() {
+    super();
+    this.analyzer.on('event', (e) => this.emit('event', e));
+  }
+
+  /** Spawns the program; resolves once it runs (rejects when it cannot be started). */
+  async start(o: ObserveOptions): Promise<number> {
+    const lib = o.library ?? findObserveLibrary();
+    if (!existsSync(lib)) throw new Error(`the observe library ${lib} does not exist; run 'npm run build'`);
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+    for (const [k, v] of Object.entries(o.env ?? {})) {
+      if (v === null) delete env[k]; else env[k] = v;
+    }
+    env.LD_PRELOAD = env.LD_PRELOAD ? `${lib} ${env.LD_PRELOAD}` : lib;
+    env.UFFD_OBSERVE_FD = '3';
+    env.UFFD_OBSERVE_CTL = '4';
+    env.UFFD_OBSERVE_STOP = String(stopMask(o.stopOn));
+    const proc = spawn(o.program, o.args ?? [], { cwd: o.cwd, env, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    this.proc = proc;
+    const chan = proc.stdio[3] as Readable;
+    this.ctl = proc.stdio[4] as Writable;
+    this.ctl.on('error', () => { /* the program closed it or exited: nothing to stop any more */ });
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => this.emit('output', 'stdout', d));
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => this.emit('output', 'stderr', d));
+    chan.on('data', (chunk: Buffer) => {
+      let recs: ObsRecord[];
+      try {
+        recs = this.decoder.push(chunk);
+      } catch (e) {
+        this.emit('error', e as Error);
+        chan.destroy();
+        return;
+      }
+      for (const r of recs) {
+        this.emit('record', r);
+        this.analyzer.feed(r);
+      }
+    });
+    const stuckMs = o.stuckAfterMs ?? 1000;
+    if (stuckMs > 0) {
+      this.timer = setInterval(() => this.analyzer.checkStuck(Number(process.hrtime.bigint()), stuckMs),
+        Math.max(10, Math.min(250, stuckMs / 2)));
+    }
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      proc.once('exit', (code, signal) => resolve({ code, signal })));
+    const chanEnd = new Promise<void>((resolve) => { chan.once('close', resolve); chan.once('end', resolve); });
+    this.done = exited.then(async (x) => {
+      // Children may still hold the channel: wait for its end, at most 2 s after the exit.
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([chanEnd, new Promise<void>((r) => { t = setTimeout(r, 2000); })]);
+      clearTimeout(t);
+      if (this.timer) clearInterval(this.timer);
+      this.timer = null;
+      const now = Number(process.hrtime.bigint());
+      if (stuckMs > 0) this.analyzer.checkStuck(now, 0);
+      return { ...x, summary: this.analyzer.summary(now), truncated: this.decoder.leftover };
+    });
+    await new Promise<void>((resolve, reject) => {
+      proc.once('spawn', () => resolve());
+      proc.once('error', (e) => {
+        if (this.timer) clearInterval(this.timer);
+        this.timer = null;
+        reject(new Error(`cannot start ${o.program}: ${e.message}` +
+          ((e as NodeJS.ErrnoException).code === 'ENOENT' ? ' (check the path and that it is executable)' : '')));
+      });
+    });
+    this.pid = proc.pid ?? 0;
+    return this.pid;
+  }
+
+  /** Resolves when the program has exited and the channel is drained. */
+  wait(): Promise<ObserveResult> {
+    if (!this.done) return Promise.reject(new Error('observe session not started'));
+    return this.done;
+  }
+
+  /** Stop after reading faults of these kinds from now on (the first process only). */
+  setStop(stopOn: ObserveOptions['stopOn']): void {
+    this.ctl?.write(encodeControl(ObsCmd.StopMask, stopMask(stopOn)));
+  }
+
+  /** Lets the thread stopped after the read record `readSeq` run on. */
+  continue(readSeq: number): void {
+    this.ctl?.write(encodeControl(ObsCmd.Continue, 0, readSeq));
+  }
+
+  continueAll(): void {
+    this.ctl?.write(encodeControl(ObsCmd.ContinueAll));
+  }
+
+  /** Closes the control channel: every stopped thread runs on and none stops again (disconnect). */
+  closeControl(): void {
+    this.ctl?.destroy();
+    this.ctl = null;
+  }
+
+  /** Only on the user's request: ends the program. */
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+  }
+}

@@ -1,0 +1,237 @@
+// The observe channel (docs/protocol.md, "Observe channel"), declared once: the binary records
+// libuffd-observe.so writes (server/observe/wire.h is the C side), their decoder, and the
+// control commands the launcher writes back.
+import { constants as osConstants } from 'node:os';
+import type { Access, FaultKind, Hex } from './messages';
+
+export const OBSERVE_VERSION = 1;
+export const HEADER_SIZE = 32;
+export const MAX_RECORD = 4096;
+const MSG_SIZE = 32;
+
+export type UffdHow = 'syscall' | 'dev' | 'scm' | 'fork-event' | 'inherit';
+export type ReadVia = 'read' | 'readv' | 'syscall-read' | 'syscall-readv' | '__read_chk';
+export type ResolveOp = 'WAKE' | 'COPY' | 'ZEROPAGE' | 'MOVE' | 'WRITEPROTECT' | 'CONTINUE' | 'POISON';
+
+/** Fields every record carries. `t` is CLOCK_MONOTONIC ns at the start of the call. */
+export interface ObsBase {
+  pid: number;
+  tid: number;
+  /** The descriptor the record is about, -1 if none. */
+  fd: number;
+  /** The library's id of the userfaultfd in process `pid` (inherited over fork), 0 if none. */
+  uffd: number;
+  /** Per-process record number from 1 (restarts in a forked child). */
+  seq: number;
+  t: number;
+}
+
+export interface ObsHello extends ObsBase { type: 'hello'; version: number; ppid: number; pageSize: number; stopMask: number; exe: string }
+export interface ObsFork extends ObsBase { type: 'fork'; ppid: number }
+export interface ObsUffd extends ObsBase {
+  type: 'uffd';
+  how: UffdHow;
+  /** userfaultfd(2) flags or the USERFAULTFD_IOC_NEW argument. */
+  flags: number;
+  result: number;
+  errno: string | null;
+  /** `fork-event`: the userfaultfd (in this process) whose fork event carried it. */
+  fromUffd: number;
+}
+export interface ObsApi extends ObsBase {
+  type: 'api'; api: number; requested: Hex; features: Hex; ioctls: Hex; result: number; errno: string | null;
+}
+export interface ObsRegister extends ObsBase {
+  type: 'register'; start: Hex; len: number; mode: number; ioctls: Hex; result: number; errno: string | null;
+}
+export interface ObsUnregister extends ObsBase { type: 'unregister'; start: Hex; len: number; result: number; errno: string | null }
+
+export type UffdMessage =
+  | { event: 'pagefault'; addr: Hex; flags: number; ptid: number; access: Access; kind: FaultKind }
+  | { event: 'fork'; ufd: number }
+  | { event: 'remap'; from: Hex; to: Hex; len: number }
+  | { event: 'remove' | 'unmap'; start: Hex; end: Hex }
+  | { event: 'unknown'; code: number };
+
+export interface ObsRead extends ObsBase {
+  type: 'read';
+  /** Bytes read, or -1. Records with many messages are split: each carries its own. */
+  result: number;
+  errno: string | null;
+  via: ReadVia;
+  /** The reading thread waits for `continue` (stop on read). */
+  stopped: boolean;
+  msgs: UffdMessage[];
+}
+export interface ObsIoctl extends ObsBase {
+  type: 'ioctl';
+  op: ResolveOp;
+  start: Hex;
+  len: number;
+  mode: number;
+  /** COPY and MOVE: the source address. */
+  src: Hex;
+  /** The ioctl's own result field (copy, zeropage, mapped, move, updated): bytes or -errno. */
+  done: number;
+  result: number;
+  errno: string | null;
+  durNs: number;
+}
+export interface ObsClose extends ObsBase { type: 'close'; result: number; errno: string | null }
+export interface ObsDup extends ObsBase { type: 'dup'; newfd: number }
+/** Written before sendmsg (result 0), and again with -1 when sendmsg failed. */
+export interface ObsSend extends ObsBase { type: 'send'; result: number; errno: string | null }
+export interface ObsContinued extends ObsBase { type: 'continued'; stopSeq: number; why: 'continue' | 'channel-closed' }
+
+export type ObsRecord =
+  | ObsHello | ObsFork | ObsUffd | ObsApi | ObsRegister | ObsUnregister | ObsRead | ObsIoctl
+  | ObsClose | ObsDup | ObsSend | ObsContinued;
+
+/** Control commands (launcher → library), 16 bytes each. */
+export const enum ObsCmd { StopMask = 1, Continue = 2, ContinueAll = 3 }
+export const STOP_MISSING = 1;
+export const STOP_WP = 2;
+export const STOP_MINOR = 4;
+
+export function encodeControl(cmd: ObsCmd, arg = 0, seq = 0): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(cmd, 0);
+  b.writeUInt32LE(arg >>> 0, 4);
+  b.writeBigUInt64LE(BigInt(seq), 8);
+  return b;
+}
+
+const HOW: Record<number, UffdHow> = { 1: 'syscall', 2: 'dev', 3: 'scm', 4: 'fork-event', 5: 'inherit' };
+const VIA: Record<number, ReadVia> = { 1: 'read', 2: 'readv', 3: 'syscall-read', 4: 'syscall-readv', 5: '__read_chk' };
+const OPS: Record<number, ResolveOp> = { 2: 'WAKE', 3: 'COPY', 4: 'ZEROPAGE', 5: 'MOVE', 6: 'WRITEPROTECT', 7: 'CONTINUE', 8: 'POISON' };
+const BODY_SIZE: Record<number, number> = { 1: 272, 2: 8, 3: 24, 4: 40, 5: 40, 6: 40, 7: 24, 8: 64, 9: 8, 10: 8, 11: 8, 12: 8 };
+
+// The first name wins: EAGAIN, not EWOULDBLOCK; EDEADLK, not EDEADLOCK.
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
+export function errnoName(n: number): string | null {
+  return n === 0 ? null : ERRNO_NAMES.get(n) ?? `E${n}`;
+}
+
+// 64-bit fields as numbers: user addresses (< 2^47), lengths and times are exact below 2^53.
+// Feature and ioctl masks can use bit 63: those are read as BigInt (rare records only).
+const u64 = (b: Buffer, o: number) => b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 4294967296;
+const s64 = (b: Buffer, o: number) => b.readUInt32LE(o) + b.readInt32LE(o + 4) * 4294967296;
+const hex = (v: number): Hex => '0x' + v.toString(16);
+const bigHex = (b: Buffer, o: number): Hex => '0x' + b.readBigUInt64LE(o).toString(16);
+
+function decodeMsg(b: Buffer, o: number): UffdMessage {
+  const event = b[o];
+  switch (event) {
+    case 0x12: {
+      const flags = u64(b, o + 8);
+      const kind: FaultKind = flags & 2 ? 'wp' : flags & 4 ? 'minor' : 'missing';
+      return { event: 'pagefault', addr: hex(u64(b, o + 16)), flags, ptid: b.readUInt32LE(o + 24),
+        access: flags & 1 ? 'write' : 'read', kind };
+    }
+    case 0x13:
+      return { event: 'fork', ufd: b.readUInt32LE(o + 8) };
+    case 0x14:
+      return { event: 'remap', from: hex(u64(b, o + 8)), to: hex(u64(b, o + 16)), len: u64(b, o + 24) };
+    case 0x15:
+    case 0x16:
+      return { event: event === 0x15 ? 'remove' : 'unmap', start: hex(u64(b, o + 8)), end: hex(u64(b, o + 16)) };
+    default:
+      return { event: 'unknown', code: event };
+  }
+}
+
+/** Decodes the record at `at` of `b` (whole records only). Throws on a malformed one. */
+export function decodeRecord(b: Buffer, at = 0): ObsRecord {
+  const type = b.readUInt16LE(at);
+  const len = b.readUInt16LE(at + 2);
+  const pid = b.readUInt32LE(at + 4);
+  const tid = b.readUInt32LE(at + 8);
+  const fd = b.readInt32LE(at + 12);
+  const uffd = b.readUInt32LE(at + 16);
+  const seq = b.readUInt32LE(at + 20);
+  const t = u64(b, at + 24);
+  const need = BODY_SIZE[type];
+  if (need === undefined) throw new Error(`observe channel: unknown record type ${type} (length ${len})`);
+  if (len < HEADER_SIZE + need) throw new Error(`observe channel: record type ${type} is ${len} bytes, needs ${HEADER_SIZE + need}`);
+  const o = at + HEADER_SIZE;
+  switch (type) {
+    case 1: {
+      const raw = b.subarray(o + 16, o + 272);
+      const nul = raw.indexOf(0);
+      return { pid, tid, fd, uffd, seq, t, type: 'hello', version: b.readUInt32LE(o), ppid: b.readUInt32LE(o + 4),
+        pageSize: b.readUInt32LE(o + 8), stopMask: b.readUInt32LE(o + 12),
+        exe: raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8') };
+    }
+    case 2:
+      return { pid, tid, fd, uffd, seq, t, type: 'fork', ppid: b.readUInt32LE(o) };
+    case 3:
+      return { pid, tid, fd, uffd, seq, t, type: 'uffd', how: HOW[b.readUInt32LE(o)] ?? 'syscall',
+        flags: b.readUInt32LE(o + 4), result: b.readInt32LE(o + 8), errno: errnoName(b.readInt32LE(o + 12)),
+        fromUffd: b.readUInt32LE(o + 20) };
+    case 4:
+      return { pid, tid, fd, uffd, seq, t, type: 'api', api: u64(b, o), requested: bigHex(b, o + 8),
+        features: bigHex(b, o + 16), ioctls: bigHex(b, o + 24), result: b.readInt32LE(o + 32),
+        errno: errnoName(b.readInt32LE(o + 36)) };
+    case 5:
+      return { pid, tid, fd, uffd, seq, t, type: 'register', start: hex(u64(b, o)), len: u64(b, o + 8),
+        mode: u64(b, o + 16), ioctls: bigHex(b, o + 24), result: b.readInt32LE(o + 32),
+        errno: errnoName(b.readInt32LE(o + 36)) };
+    case 6:
+      return { pid, tid, fd, uffd, seq, t, type: 'unregister', start: hex(u64(b, o)), len: u64(b, o + 8),
+        result: b.readInt32LE(o + 32), errno: errnoName(b.readInt32LE(o + 36)) };
+    case 7: {
+      const nmsg = b.readUInt16LE(o + 14);
+      if (len !== HEADER_SIZE + 24 + nmsg * MSG_SIZE) {
+        throw new Error(`observe channel: read record of ${len} bytes says ${nmsg} messages`);
+      }
+      const msgs: UffdMessage[] = [];
+      for (let i = 0; i < nmsg; i++) msgs.push(decodeMsg(b, o + 24 + i * MSG_SIZE));
+      return { pid, tid, fd, uffd, seq, t, type: 'read', result: s64(b, o), errno: errnoName(b.readInt32LE(o + 8)),
+        via: VIA[b.readUInt16LE(o + 12)] ?? 'read', stopped: (b.readUInt32LE(o + 16) & 1) !== 0, msgs };
+    }
+    case 8: {
+      const op = OPS[b.readUInt32LE(o)];
+      if (!op) throw new Error(`observe channel: unknown ioctl number ${b.readUInt32LE(o)}`);
+      return { pid, tid, fd, uffd, seq, t, type: 'ioctl', op, start: hex(u64(b, o + 8)), len: u64(b, o + 16),
+        mode: u64(b, o + 24), src: hex(u64(b, o + 32)), done: s64(b, o + 40), result: b.readInt32LE(o + 48),
+        errno: errnoName(b.readInt32LE(o + 52)), durNs: u64(b, o + 56) };
+    }
+    case 9:
+      return { pid, tid, fd, uffd, seq, t, type: 'close', result: b.readInt32LE(o), errno: errnoName(b.readInt32LE(o + 4)) };
+    case 10:
+      return { pid, tid, fd, uffd, seq, t, type: 'dup', newfd: b.readInt32LE(o) };
+    case 11:
+      return { pid, tid, fd, uffd, seq, t, type: 'send', result: b.readInt32LE(o), errno: errnoName(b.readInt32LE(o + 4)) };
+    default:
+      return { pid, tid, fd, uffd, seq, t, type: 'continued', stopSeq: b.readUInt32LE(o),
+        why: b.readUInt32LE(o + 4) === 1 ? 'continue' : 'channel-closed' };
+  }
+}
+
+/** Cuts the channel's byte stream into records; keeps a partial record for the next chunk. */
+export class RecordDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): ObsRecord[] {
+    const b = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    const out: ObsRecord[] = [];
+    let off = 0;
+    while (b.length - off >= 4) {
+      const len = b.readUInt16LE(off + 2);
+      if (len < HEADER_SIZE || len > MAX_RECORD) {
+        throw new Error(`observe channel: bad record length ${len} at byte ${off} (type ${b.readUInt16LE(off)})`);
+      }
+      if (b.length - off < len) break;
+      out.push(decodeRecord(b, off));
+      off += len;
+    }
+    this.pending = Buffer.from(b.subarray(off));
+    return out;
+  }
+
+  /** Bytes of an incomplete record left over (non-zero at the end: the writer died mid-record). */
+  get leftover(): number {
+    return this.pending.length;
+  }
+}

@@ -1,0 +1,127 @@
+// The observe channel decoder: records cut at any byte boundary, malformed input named.
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { decodeRecord, encodeControl, ObsCmd, RecordDecoder } from '../../server/protocol/observe';
+import { ObserveAnalyzer } from '../../server/core/observe';
+
+function header(type: number, len: number, seq: number, t: number, uffd = 1, pid = 100, tid = 101, fd = 3): Buffer {
+  const b = Buffer.alloc(len);
+  b.writeUInt16LE(type, 0);
+  b.writeUInt16LE(len, 2);
+  b.writeUInt32LE(pid, 4);
+  b.writeUInt32LE(tid, 8);
+  b.writeInt32LE(fd, 12);
+  b.writeUInt32LE(uffd, 16);
+  b.writeUInt32LE(seq, 20);
+  b.writeBigUInt64LE(BigInt(t), 24);
+  return b;
+}
+
+function uffdRec(seq: number): Buffer {
+  const b = header(3, 56, seq, 1000);
+  b.writeUInt32LE(1, 32); // syscall
+  b.writeInt32LE(3, 40);
+  return b;
+}
+
+function registerRec(seq: number, start: bigint, len: number): Buffer {
+  const b = header(5, 72, seq, 2000);
+  b.writeBigUInt64LE(start, 32);
+  b.writeBigUInt64LE(BigInt(len), 40);
+  b.writeBigUInt64LE(1n, 48);
+  return b;
+}
+
+function readRec(seq: number, t: number, addrs: bigint[], ptid = 555): Buffer {
+  const b = header(7, 32 + 24 + 32 * addrs.length, seq, t);
+  b.writeBigInt64LE(BigInt(32 * addrs.length), 32);
+  b.writeUInt16LE(1, 44);
+  b.writeUInt16LE(addrs.length, 46);
+  addrs.forEach((a, i) => {
+    const o = 56 + 32 * i;
+    b.writeUInt8(0x12, o);
+    b.writeBigUInt64LE(1n, o + 8); // write
+    b.writeBigUInt64LE(a, o + 16);
+    b.writeUInt32LE(ptid, o + 24);
+  });
+  return b;
+}
+
+function copyRec(seq: number, t: number, dst: bigint, len: number, result = 0, errno = 0, done = len): Buffer {
+  const b = header(8, 96, seq, t);
+  b.writeUInt32LE(3, 32);
+  b.writeBigUInt64LE(dst, 40);
+  b.writeBigUInt64LE(BigInt(len), 48);
+  b.writeBigInt64LE(BigInt(done), 72);
+  b.writeInt32LE(result, 80);
+  b.writeInt32LE(errno, 84);
+  b.writeBigUInt64LE(500n, 88);
+  return b;
+}
+
+describe('observe channel decoder', () => {
+  it('decodes records split at every byte', () => {
+    const stream = Buffer.concat([uffdRec(1), registerRec(2, 0x10000n, 0x4000), readRec(3, 5000, [0x10008n, 0x11000n]),
+      copyRec(4, 6000, 0x10000n, 4096)]);
+    const whole = new RecordDecoder().push(stream);
+    assert.deepEqual(whole.map((r) => r.type), ['uffd', 'register', 'read', 'ioctl']);
+    const d = new RecordDecoder();
+    const bytewise = [];
+    for (let i = 0; i < stream.length; i++) bytewise.push(...d.push(stream.subarray(i, i + 1)));
+    assert.deepEqual(bytewise, whole);
+    assert.equal(d.leftover, 0);
+    const read = whole[2];
+    assert.ok(read.type === 'read');
+    assert.deepEqual(read.msgs[0], { event: 'pagefault', addr: '0x10008', flags: 1, ptid: 555, access: 'write', kind: 'missing' });
+  });
+
+  it('names what is wrong with a malformed stream', () => {
+    assert.throws(() => new RecordDecoder().push(Buffer.from([7, 0, 4, 0])), /bad record length 4/);
+    assert.throws(() => decodeRecord(header(99, 32, 1, 0)), /unknown record type 99/);
+    const short = readRec(1, 0, [0x1000n]);
+    short.writeUInt16LE(3, 46);
+    assert.throws(() => decodeRecord(short), /says 3 messages/);
+  });
+
+  it('encodes control commands as 16 bytes', () => {
+    const b = encodeControl(ObsCmd.Continue, 0, 42);
+    assert.equal(b.length, 16);
+    assert.equal(b.readUInt32LE(0), 2);
+    assert.equal(b.readBigUInt64LE(8), 42n);
+  });
+});
+
+describe('observe analyzer', () => {
+  it('derives latency, pushes, duplicates, retries, stuck and unregistered faults', () => {
+    const a = new ObserveAnalyzer();
+    const events: string[] = [];
+    a.on('event', (e) => events.push(e.event));
+    const recs = [
+      uffdRec(1), registerRec(2, 0x10000n, 0x4000),
+      readRec(3, 10_000, [0x10008n, 0x10010n, 0x20000n]), // two faults on page 0x10000, one outside
+      copyRec(4, 12_000, 0x11000n, 4096), // a push: nobody waits on 0x11000
+      copyRec(5, 13_000, 0x10000n, 4096), // resolves both faults on 0x10000
+      copyRec(6, 14_000, 0x10000n, 4096, -1, 17, -17), // EEXIST
+      copyRec(7, 15_000, 0x12000n, 4096, -1, 11, 0), // EAGAIN
+      copyRec(8, 16_000, 0x12000n, 4096), // the retry
+    ];
+    for (const r of new RecordDecoder().push(Buffer.concat(recs))) a.feed(r);
+    const s = a.summary(1_000_000_000);
+    assert.equal(s.faults, 3);
+    assert.equal(s.resolved, 2);
+    assert.equal(s.unregistered, 1);
+    assert.equal(s.pushed, 2, '0x11000 and the retried 0x12000');
+    assert.equal(s.requested, 1);
+    assert.equal(s.duplicates, 1);
+    assert.deepEqual(s.duplicatePages, ['0x10000']);
+    assert.deepEqual(s.resolvedTwice, ['0x10000']);
+    assert.equal(s.retries, 1);
+    assert.equal(s.stuck.length, 1);
+    assert.equal(s.stuck[0].page, '0x20000');
+    assert.equal(s.perThread[0].blockedNs, 2 * (13_000 + 500 - 10_000));
+    assert.deepEqual(s.histogram, [{ loUs: 2, hiUs: 4, count: 2 }]);
+    assert.equal(a.checkStuck(1_000_000_000, 100).length, 1);
+    assert.equal(a.checkStuck(1_000_000_000, 100).length, 0, 'stuck is reported once');
+    assert.ok(events.includes('push') && events.includes('duplicate') && events.includes('retry') && events.includes('stuck'));
+  });
+});

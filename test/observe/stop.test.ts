@@ -1,0 +1,63 @@
+// Stop on read: the library holds the handler thread after it reads a fault until the observer
+// continues it; continuing completes the run with the demo's own content check passing.
+import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { handlerCounts, observe, POSTCOPY } from './support';
+
+function threadState(pid: number, tid: number): string {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+}
+
+describe('observe: stop the handler after a fault read', { timeout: 120_000 }, () => {
+  it('stops the reading thread, and continuing completes the run', async () => {
+    const stops: { readSeq: number; pid: number; tid: number; faults: number[] }[] = [];
+    const states: string[] = [];
+    const faultsWhileStopped: number[] = [];
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '256', '--threads', '2'], stopOn: { missing: true } }, 60_000,
+      (e, s) => {
+        if (e.event !== 'stopped') return;
+        stops.push(e);
+        if (stops.length > 3) {
+          s.setStop({});
+          s.continueAll();
+          return;
+        }
+        // Held: the handler thread sleeps, nothing more is read until we continue.
+        const before = s.analyzer.summary(0).faults;
+        setTimeout(() => {
+          states.push(threadState(e.pid, e.tid));
+          faultsWhileStopped.push(s.analyzer.summary(0).faults - before);
+          s.continue(e.readSeq);
+        }, 150);
+      });
+    assert.equal(r.result.code, 0, r.stderr);
+    assert.match(r.stdout, /check ok pages=256/);
+    assert.ok(stops.length >= 4, `stopped ${stops.length} times`);
+    assert.deepEqual(states, ['S', 'S', 'S']);
+    assert.deepEqual(faultsWhileStopped, [0, 0, 0], 'no fault read while the handler was stopped');
+    const cont = r.events.filter((e) => e.event === 'continued');
+    assert.deepEqual(cont.slice(0, 3).map((e) => e.event === 'continued' && e.readSeq), stops.slice(0, 3).map((x) => x.readSeq));
+    for (const x of stops) assert.ok(x.faults.length >= 1);
+    const c = handlerCounts(r.stderr);
+    assert.equal(r.result.summary.faults, c.faults);
+    assert.equal(r.result.summary.resolved, c.faults);
+  });
+
+  it('lets stopped threads go when the observer goes away', async () => {
+    let killedChannel = false;
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '128'], stopOn: { missing: true } }, 60_000,
+      (e, s) => {
+        if (e.event === 'stopped' && !killedChannel) {
+          killedChannel = true;
+          // Closing the control pipe (as a crashed observer would) must release the thread.
+          s.closeControl();
+        }
+      });
+    assert.ok(killedChannel);
+    assert.equal(r.result.code, 0, r.stderr);
+    assert.match(r.stdout, /check ok pages=128/);
+    assert.ok(r.events.some((e) => e.event === 'continued'));
+  });
+});
