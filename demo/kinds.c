@@ -6,7 +6,8 @@
  *   page <i> sum <sum of its bytes> first <its first byte>
  *   checksum <sum of all pages>
  *
- *   kinds --mode anon-missing|anon-wp|memfd-missing|memfd-minor|hugetlb-missing
+ *   kinds --mode anon-missing|anon-wp|memfd-missing|memfd-minor|hugetlb-missing|memfd-wp|
+ *                memfd-populated|hugetlb-populated
  *         [--pages N] [--threads T] [--same-page] [--write] [--prefill K] [--no-wait]
  *
  * anon-missing   private anonymous pages (registered by the debugger at mmap); pages
@@ -18,6 +19,11 @@
  * memfd-minor    a memfd filled with 0x20+i through one mapping; a second MAP_SHARED mapping
  *                (MADV_DONTNEED'd) is announced and read after the signal: minor faults.
  * hugetlb-missing  MAP_PRIVATE|MAP_HUGETLB anonymous huge pages (vm.nr_hugepages > 0).
+ * memfd-wp       a MAP_SHARED memfd mapping filled with 0x10+i before `ready`; after the
+ *                signal each page is overwritten with 0x80+i (shmem write-protect faults).
+ * memfd-populated  a MAP_SHARED memfd mapping filled with 0x20+i (mapped and in the page
+ *                cache), read after the signal: minor faults once the debugger zaps it.
+ * hugetlb-populated  the same with a MFD_HUGETLB memfd: 2 MiB pages (vm.nr_hugepages > 0).
  * --threads T touches the pages from T threads; --same-page makes them all touch page K
  * (the first one not prefilled) at once. A SIGBUS (poisoned page) prints `sigbus 0x<addr>`
  * and exits with status 3.
@@ -132,22 +138,27 @@ static int run_threads(void)
 	return 0;
 }
 
-static void *map_memfd(int *fd_out)
+static void *map_memfd_flags(int *fd_out, unsigned flags)
 {
-	int fd = memfd_create("kinds", MFD_CLOEXEC);
+	int fd = memfd_create("kinds", MFD_CLOEXEC | flags);
 	void *p;
 
-	if (fd < 0 || ftruncate(fd, npages * PAGE)) {
+	if (fd < 0 || ftruncate(fd, npages * psize)) {
 		perror("memfd");
 		exit(2);
 	}
-	p = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
 		perror("mmap memfd");
 		exit(2);
 	}
 	*fd_out = fd;
 	return p;
+}
+
+static void *map_memfd(int *fd_out)
+{
+	return map_memfd_flags(fd_out, 0);
 }
 
 int main(int argc, char **argv)
@@ -175,7 +186,7 @@ int main(int argc, char **argv)
 			wait = 0;
 		else {
 			fprintf(stderr, "usage: kinds --mode anon-missing|anon-wp|memfd-missing|"
-				"memfd-minor|hugetlb-missing [--pages N] [--threads T] [--same-page] "
+				"memfd-minor|hugetlb-missing|memfd-wp|memfd-populated|hugetlb-populated [--pages N] [--threads T] [--same-page] "
 				"[--write] [--prefill K] [--no-wait]\n");
 			return 2;
 		}
@@ -221,6 +232,19 @@ int main(int argc, char **argv)
 		}
 		/* a fresh mapping has no page table entries; make sure of it */
 		madvise(region, npages * PAGE, MADV_DONTNEED);
+		prefill = 0;
+	} else if (!strcmp(mode, "memfd-wp")) {
+		region = map_memfd(&fd);
+		for (k = 0; k < npages; k++)
+			memset(region + k * PAGE, (int)(0x10 + k) & 0xff, PAGE);
+		prefill = 0;
+		do_write = 1;
+	} else if (!strcmp(mode, "memfd-populated") || !strcmp(mode, "hugetlb-populated")) {
+		if (mode[0] == 'h')
+			psize = 2UL << 20;
+		region = map_memfd_flags(&fd, mode[0] == 'h' ? MFD_HUGETLB : 0);
+		for (k = 0; k < npages; k++)
+			memset(region + k * psize, (int)(0x20 + k) & 0xff, psize);
 		prefill = 0;
 	} else if (!strcmp(mode, "hugetlb-missing")) {
 		psize = 2UL << 20;

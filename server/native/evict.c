@@ -79,6 +79,7 @@ static struct {
 	int64_t id;
 	uint64_t start, end;
 	int local;		/* a launched program's eviction, run by the helper itself */
+	int zap;		/* `zap`: shared memory, page tables dropped, nothing saved */
 } ev = { .memfd = -1, .guard_pipe = -1, .sk = -1 };
 
 static struct store_hdr *hdr(void)
@@ -299,8 +300,20 @@ static int episode(pid_t pid, pid_t tid, void *arg, char *msg, size_t len)
 		r = -1;
 		goto out;
 	}
+	if (ev.zap) {	/* shared memory: the page cache keeps the content */
+		if (inject_syscall(&in, __NR_madvise, (long)ev.start, (long)(ev.end - ev.start),
+				   MADV_DONTNEED, 0, 0, 0, &ret) || ret < 0) {
+			snprintf(msg, len, "madvise(MADV_DONTNEED) of 0x%" PRIx64 "-0x%" PRIx64
+				 " inside pid %d failed: %s", ev.start, ev.end, pid,
+				 strerror(ret < 0 ? (int)-ret : errno));
+			r = -1;
+		} else {
+			done = (ev.end - ev.start) / PAGE_SZ;
+		}
+		a = ev.end + PAGE_SZ;	/* skip the eviction loop */
+	}
 	/* a run of consecutive saved pages is dropped with one madvise */
-	for (a = ev.start; a <= ev.end; a += PAGE_SZ) {
+	for (a = ev.zap ? a : ev.start; a <= ev.end; a += PAGE_SZ) {
 		int keep = 0;
 
 		if (a < ev.end && page_present(pagemap, a) == 1) {
@@ -361,7 +374,8 @@ out:
 static void episode_exit(void *arg)
 {
 	(void)arg;
-	__atomic_store_n(&hdr()->episode, 0, __ATOMIC_RELEASE);
+	if (ev.base)
+		__atomic_store_n(&hdr()->episode, 0, __ATOMIC_RELEASE);
 }
 
 
@@ -370,12 +384,15 @@ static void evict_answer(int r, const char *buf);
 
 /* ---- a launched program: the helper is its tracer and does the episode itself ------------ */
 
-/* [s, e) is private anonymous memory registered for missing faults (VmFlags `um`). */
-static int launched_range_evictable(uint64_t s, uint64_t e, char *why, size_t len)
+/*
+ * evict: [s, e) is private anonymous memory registered for missing faults (VmFlags `um`);
+ * zap: shared memory (shmem, memfd, hugetlbfs) registered in any mode (`um`, `uw`, `ui`).
+ */
+static int range_ok(uint64_t s, uint64_t e, int zap, char *why, size_t len)
 {
 	char path[64], line[512], cur[256] = "";
 	uint64_t vs = 0, ve = 0, a = s;
-	int anon = 0;
+	int anon = 0, shared = 0;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/smaps", sess.pid);
@@ -397,6 +414,7 @@ static int launched_range_evictable(uint64_t s, uint64_t e, char *why, size_t le
 			vs = x;
 			ve = y;
 			anon = perms[3] == 'p' && !ino && (!*n || *n == '[');
+			shared = perms[3] == 's';
 			snprintf(cur, sizeof(cur), "%s", *n ? n : "anonymous");
 			continue;
 		}
@@ -404,10 +422,14 @@ static int launched_range_evictable(uint64_t s, uint64_t e, char *why, size_t le
 			continue;
 		if (vs > a)
 			break;
-		if (!anon || !strstr(line, " um")) {
+		if (zap ? !shared || !(strstr(line, " um") || strstr(line, " uw") ||
+				       strstr(line, " ui")) :
+			  !anon || !strstr(line, " um")) {
 			snprintf(why, len, "0x%" PRIx64 "-0x%" PRIx64 " (%s) is %s", vs, ve, cur,
-				 !anon ? "not private anonymous memory; only that can be evicted" :
-				 "not tracked (registered for missing faults): register it first");
+				 zap && !shared ? "not shared memory; zap drops the page tables of "
+				 "shmem, memfd or hugetlbfs mappings (their content stays in the page "
+				 "cache)" : !zap && !anon ? "not private anonymous memory; only that can "
+				 "be evicted" : "not tracked (registered): register it first");
 			fclose(f);
 			return -1;
 		}
@@ -494,36 +516,40 @@ static int parse_addr(const struct jval *v, uint64_t *out)
 	return errno || *end || end == s + 2 ? -1 : 0;
 }
 
-void evict_cmd(int64_t id, const struct jval *req)
+static void evict_or_zap(int64_t id, const struct jval *req, int zap)
 {
+	const char *cmd = zap ? "zap" : "evict";
 	char why[256];
 	uint64_t s, e;
 
 	if (!attach_active() && !(sess.alive && sess.uffd >= 0 && !sess.mm_lost)) {
-		resp_err(id, "ESTATE", "evict needs a running program (launched or attached)");
+		resp_err(id, "ESTATE", "%s needs a running program (launched or attached)", cmd);
 		return;
 	}
 	if (ev.child) {
-		resp_err(id, "EBUSY", "an eviction is still in progress: wait for its answer");
+		resp_err(id, "EBUSY", "an eviction or zap is still in progress: wait for its "
+			 "answer");
 		return;
 	}
 	if (parse_addr(json_get(req, "start"), &s) || parse_addr(json_get(req, "end"), &e) ||
 	    e <= s || (s | e) & (PAGE_SZ - 1)) {
-		resp_err(id, "EPROTO", "evict needs 'start' and 'end', page-aligned \"0x..\" "
-			 "addresses with start < end");
+		resp_err(id, "EPROTO", "%s needs 'start' and 'end', page-aligned \"0x..\" "
+			 "addresses with start < end", cmd);
 		return;
 	}
-	if (e - s > (uint64_t)EVICT_MAX * PAGE_SZ) {
+	if (!zap && e - s > (uint64_t)EVICT_MAX * PAGE_SZ) {
 		resp_err(id, "E2BIG", "evict at most %u pages (%u MiB) at a time", EVICT_MAX,
 			 EVICT_MAX / 256);
 		return;
 	}
-	if ((attach_active() ? attach_range_evictable(s, e, why, sizeof(why)) :
-			       launched_range_evictable(s, e, why, sizeof(why)))) {
-		resp_err(id, "EINVAL", "cannot evict 0x%" PRIx64 "-0x%" PRIx64 ": %s", s, e, why);
+	if (zap ? range_ok(s, e, 1, why, sizeof(why)) :
+	    attach_active() ? attach_range_evictable(s, e, why, sizeof(why)) :
+	    range_ok(s, e, 0, why, sizeof(why))) {
+		resp_err(id, "EINVAL", "cannot %s 0x%" PRIx64 "-0x%" PRIx64 ": %s", cmd, s, e,
+			 why);
 		return;
 	}
-	if (store_open() || (attach_active() && guardian_start())) {
+	if (!zap && (store_open() || (attach_active() && guardian_start()))) {
 		resp_err(id, errno_name(errno), "cannot set up the store of evicted pages: %s",
 			 strerror(errno));
 		return;
@@ -531,17 +557,30 @@ void evict_cmd(int64_t id, const struct jval *req)
 	ev.start = s;
 	ev.end = e;
 	ev.id = id;
+	ev.zap = zap;
 	if (!attach_active()) {
 		evict_launched();
 		return;
 	}
 	/* set for the child's whole life: the guardian waits for it to end */
-	__atomic_store_n(&hdr()->episode, 1, __ATOMIC_RELEASE);
+	if (ev.base)
+		__atomic_store_n(&hdr()->episode, 1, __ATOMIC_RELEASE);
 	if (attach_episode(episode, episode_exit, &ev, &ev.child, &ev.sk, why, sizeof(why))) {
-		hdr()->episode = 0;
+		if (ev.base)
+			hdr()->episode = 0;
 		ev.child = 0;
 		resp_err(id, errno_name(errno), "%s", why);
 	}
+}
+
+void evict_cmd(int64_t id, const struct jval *req)
+{
+	evict_or_zap(id, req, 0);
+}
+
+void zap_cmd(int64_t id, const struct jval *req)
+{
+	evict_or_zap(id, req, 1);
 }
 
 /* The episode answered: index what it saved and answer the request. */
@@ -569,7 +608,8 @@ static void episode_done(void)
 	while (waitpid(ev.child, NULL, 0) < 0 && errno == EINTR)
 		;
 	ev.child = 0;
-	hdr()->episode = 0;
+	if (ev.base)
+		hdr()->episode = 0;
 	evict_answer(r, buf);
 }
 
@@ -578,6 +618,8 @@ static void index_saved(void)
 {
 	uint32_t i;
 
+	if (!ev.base)
+		return;
 	for (i = 0; i < EVICT_MAX; i++) {
 		struct slot *sl = &slots()[i];
 		uint32_t h;
@@ -608,6 +650,15 @@ static void evict_answer(int r, const char *buf)
 		return;
 	}
 	n = strtoull(buf, NULL, 10);
+	if (ev.zap) {
+		pr_info("zapped 0x%" PRIx64 "-0x%" PRIx64, ev.start, ev.end);
+		/* Wire format: ZapBody in server/protocol/messages.ts */
+		resp_ok_begin(ev.id);
+		jb_printf(&out, "{\"start\":\"0x%" PRIx64 "\",\"end\":\"0x%" PRIx64 "\",\"bytes\":%"
+			  PRIu64 "}", ev.start, ev.end, ev.end - ev.start);
+		resp_ok_end();
+		return;
+	}
 	pr_info("evicted %" PRIu64 " pages of 0x%" PRIx64 "-0x%" PRIx64 " (%" PRIu64 " saved "
 		"in all)", n, ev.start, ev.end, ev.count);
 	/* Wire format: EvictBody in server/protocol/messages.ts */

@@ -9,6 +9,9 @@
 
 /* `evict {start, end}`: answered when the episode child is done (see evict_ready). */
 void evict_cmd(int64_t id, const struct jval *req);
+/* `zap {start, end}`: shared memory's page tables dropped (content stays in the page cache):
+ * the next accesses are minor faults if the range is registered for them. Same answering. */
+void zap_cmd(int64_t id, const struct jval *req);
 /* The running episode's socket for the poll loop (*idx -1: none), and its answer. */
 void evict_pollfd(struct pollfd *pfd, int *n, int *idx);
 void evict_ready(const struct pollfd *pfd, int idx);

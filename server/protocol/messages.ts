@@ -197,6 +197,10 @@ export interface StackBody {
  * touch of each is a missing fault served back with the saved content. */
 export interface EvictBody { start: Hex; end: Hex; pages: number; saved: number }
 
+/** `zap`: the page tables of a shared (shmem/memfd/hugetlbfs) range dropped; the content stays
+ * in the page cache, so the next accesses are minor faults where minor mode is registered. */
+export interface ZapBody { start: Hex; end: Hex; bytes: number }
+
 /** Request name → [arguments, response body]. */
 export interface Requests {
   hello: [{ protocol: number }, HelloBody];
@@ -217,6 +221,7 @@ export interface Requests {
   protect: [AddrRange & { on: boolean }, ProtectBody];
   dirty: [DirtyArgs, DirtyBody];
   evict: [AddrRange, EvictBody];
+  zap: [AddrRange, ZapBody];
   stack: [StackArgs, StackBody];
 }
 export type Command = keyof Requests;

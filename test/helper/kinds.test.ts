@@ -154,6 +154,65 @@ describe('fault kinds on the real kernel', { timeout: 120_000 }, () => {
     }
   });
 
+  test('memfd (shmem) write-protect: register wp, protect, every write is a wp fault, default un-protects', async () => {
+    const t = await launch(KINDS, ['--mode', 'memfd-wp', '--pages', '4']);
+    const r = await t.ready();
+    const end = r.addr + 4n * PAGE;
+    const reg = await t.c.request('register', { start: hex(r.addr), end: hex(end), modes: ['wp'] });
+    assert.ok(reg.ioctls.includes('UFFDIO_WRITEPROTECT'), reg.ioctls.join(','));
+    await t.c.request('protect', { start: hex(r.addr), end: hex(end), on: true });
+    t.go();
+    assert.deepEqual(await t.exited(), { code: 0, signal: null });
+    const wp = t.faults.filter((f) => inRange(r.addr, 4)(f) && f.kind === 'wp');
+    onePerPage(wp, 4, 'wp');
+    assert.ok(wp.every((f) => f.access === 'write' && f.ioctl === 'UFFDIO_WRITEPROTECT'));
+    const rep = await t.report();
+    for (let i = 0; i < 4; i++) assertSum(rep.sums[i], 0x80 + i, `page ${i} has the program's write`);
+  });
+
+  test('zap of a populated memfd mapping: page tables dropped, content kept, each access a minor fault served with CONTINUE', async () => {
+    const t = await launch(KINDS, ['--mode', 'memfd-populated', '--pages', '5']);
+    const r = await t.ready();
+    const end = r.addr + 5n * PAGE;
+    await t.c.request('register', { start: hex(r.addr), end: hex(end), modes: ['minor'] });
+    const z = await t.c.request('zap', { start: hex(r.addr), end: hex(end) });
+    assert.deepEqual(z, { start: hex(r.addr), end: hex(end), bytes: 5 * 4096 });
+    await assert.rejects(t.c.request('zap', { start: hex(r.addr), end: hex(end + PAGE * 4096n) }), (e: HelperError) => e.code === 'EINVAL');
+    t.go();
+    assert.deepEqual(await t.exited(), { code: 0, signal: null });
+    const mine = t.faults.filter(inRange(r.addr, 5));
+    onePerPage(mine, 5, 'minor');
+    assert.ok(mine.every((f) => f.ioctl === 'UFFDIO_CONTINUE'));
+    const rep = await t.report();
+    for (let i = 0; i < 5; i++) assertSum(rep.sums[i], 0x20 + i, `page ${i} is the page-cache content`);
+  });
+
+  test('hugetlb minor: a populated hugetlbfs memfd zapped, 2 MiB minor faults served with CONTINUE', async () => {
+    const saved = readFileSync(NR_HUGEPAGES, 'utf8').trim();
+    writeFileSync(NR_HUGEPAGES, '4');
+    try {
+      assert.ok(Number(readFileSync(NR_HUGEPAGES, 'utf8')) >= 2, 'the kernel reserved huge pages');
+      const HUGE = 2n << 20n;
+      const t = await launch(KINDS, ['--mode', 'hugetlb-populated', '--pages', '2']);
+      const r = await t.ready();
+      assert.equal(r.psize, HUGE);
+      const end = r.addr + 2n * HUGE;
+      const reg = await t.c.request('register', { start: hex(r.addr), end: hex(end), modes: ['minor'] });
+      assert.ok(reg.ioctls.includes('UFFDIO_CONTINUE'), reg.ioctls.join(','));
+      await t.c.request('zap', { start: hex(r.addr), end: hex(end) });
+      t.go();
+      assert.deepEqual(await t.exited(), { code: 0, signal: null });
+      const mine = t.faults.filter(inRange(r.addr, 2, HUGE));
+      onePerPage(mine, 2, 'minor', HUGE);
+      assert.ok(mine.every((f) => f.pageSize === 2 << 20 && f.ioctl === 'UFFDIO_CONTINUE'), JSON.stringify(mine));
+      const rep = await t.report();
+      for (let i = 0; i < 2; i++) assertSum(rep.sums[i], 0x20 + i, `huge page ${i} is the page-cache content`, HUGE);
+      await t.c.stop();
+    } finally {
+      writeFileSync(NR_HUGEPAGES, saved === '' ? '0' : saved);
+    }
+  });
+
   test('unregister: the range stops faulting through the helper', async () => {
     const t = await launch(KINDS, ['--mode', 'memfd-missing', '--pages', '4']);
     const r = await t.ready();
