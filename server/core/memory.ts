@@ -77,8 +77,8 @@ export interface MemoryWrite {
 /**
  * Writes `data` at `addr`. A page that is present is written through /proc/PID/mem; a missing
  * page with a held fault on it is resolved with a page of zeros carrying the written bytes
- * (UFFDIO_COPY); a missing page with nothing held cannot be filled from here and stops the
- * write there with an error that says so. Stops at the first page that fails; what was
+ * (UFFDIO_COPY); a missing page with nothing held is filled the same way (the helper's
+ * `fill`). Stops at the first page that fails; what was
  * written before stays written (`bytesWritten`).
  */
 export async function writeMemory(s: FaultSession, addr: bigint, data: Buffer): Promise<MemoryWrite> {
@@ -119,9 +119,17 @@ export async function writeMemory(s: FaultSession, addr: bigint, data: Buffer): 
       }
       const where = `0x${page.toString(16)}`;
       if (pm && !pm.present && !pm.swapped) {
-        throw partial(out, new SessionError('EFAULT',
-          `page ${where} is missing (not populated yet) and no fault is held on it: the debugger can fill a missing page ` +
-          'only while a thread is stopped on it. Set a data breakpoint on it (or enable Missing-page faults), stop there, then write again'));
+        // missing, nobody held on it: fill it (a page of zeros carrying the written bytes)
+        const bytes = Buffer.alloc(4096);
+        data.copy(bytes, Number(p.at - page), p.off, p.off + p.len);
+        try {
+          await s.fill(page, bytes.toString('base64'));
+        } catch (e) {
+          throw partial(out, new SessionError((e as { code?: string }).code ?? 'EIO',
+            `page ${where} is missing and could not be filled: ${(e as Error).message}`));
+        }
+        out.bytesWritten += p.len;
+        continue;
       }
       if (pm?.uffdWp) {
         throw partial(out, new SessionError('EACCES', `page ${where} is write-protected by the debugger (${why}): resolve its write-protect fault (Resolve Page › Un-protect) or remove the data breakpoint first`));

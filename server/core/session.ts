@@ -452,6 +452,24 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     return this.helper.request('resolve', { seq, how, ...extra });
   }
 
+  /** Fills missing pages nobody is held on (UFFDIO_COPY of `bytes`, base64 of whole pages). */
+  async fill(addr: bigint, bytes: string): Promise<{ addr: string; pages: number }> {
+    this.requireRunning('fill');
+    return this.helper.request('fill', { addr: `0x${addr.toString(16)}`, bytes });
+  }
+
+  /** Evicts the present pages of [start, end): saved, dropped, served back on the next touch. */
+  async evict(start: bigint, end: bigint): Promise<{ pages: number; saved: number }> {
+    this.requireRunning('evict');
+    return this.helper.request('evict', { start: `0x${start.toString(16)}`, end: `0x${end.toString(16)}` });
+  }
+
+  /** Drops the page tables of shared memory in [start, end): accesses become minor faults. */
+  async zap(start: bigint, end: bigint): Promise<{ bytes: number }> {
+    this.requireRunning('zap');
+    return this.helper.request('zap', { start: `0x${start.toString(16)}`, end: `0x${end.toString(16)}` });
+  }
+
   private async resolveHeld(tid: number | null, how: ResolveHow): Promise<void> {
     const pages = new Map<string, number>();
     for (const f of this.held.values()) {

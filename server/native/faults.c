@@ -1560,3 +1560,63 @@ void faults_stats_json(struct jbuf *b)
 		  (unsigned long long)nr_resolved, (unsigned long long)sess.nr_regions, nr_pend,
 		  (unsigned long long)nr_read_ahead);
 }
+
+/*
+ * `fill {addr, pages?, pattern|bytes|file+offset}`: UFFDIO_COPY into missing pages nobody is
+ * held on (writing memory the program has not touched yet). A page with a held fault must
+ * be resolved with `resolve`, which also accounts for the fault.
+ */
+void faults_cmd_fill(int64_t id, const struct jval *req)
+{
+	const struct jval *pgv = json_get(req, "pages");
+	unsigned char *src;
+	int64_t pages = 1;
+	uint64_t addr, len, p;
+	int r, tries;
+
+	if (sess.uffd < 0) {
+		resp_err(id, "ESTATE", "fill needs a running program");
+		return;
+	}
+	if (mem_addr_arg(json_get(req, "addr"), &addr) || addr & (PAGE_SZ - 1)) {
+		resp_err(id, "EPROTO", "fill needs 'addr', a page-aligned program address \"0x..\"");
+		return;
+	}
+	if (pgv && !json_int(pgv, 1, MAX_RESOLVE_BYTES / PAGE_SZ, &pages)) {
+		resp_err(id, "EPROTO", "'pages' must be a count of pages from 1 to %llu",
+			 MAX_RESOLVE_BYTES / PAGE_SZ);
+		return;
+	}
+	len = (uint64_t)pages * PAGE_SZ;
+	for (p = addr; p < addr + len; p += PAGE_SZ)
+		if (page_held(p, sess.uffd)) {
+			resp_err(id, "EBUSY", "a fault is held on page 0x%" PRIx64 ": resolve it with "
+				 "`resolve` (seq) instead", p);
+			return;
+		}
+	src = copy_source(id, req, len);
+	if (!src)
+		return;
+	op_fd = sess.uffd;
+	for (tries = 0;; tries++) {
+		r = uffd_copy(op_fd, addr, src, len, 0, 0);
+		if (!r || errno != EAGAIN || tries >= EAGAIN_RETRIES)
+			break;
+		eagain_pause(sess.uffd);
+	}
+	free(src);
+	if (r) {
+		int err = errno;
+
+		resp_err(id, errno_name(err), "UFFDIO_COPY of 0x%" PRIx64 "+%" PRIu64 " pages failed: "
+			 "%s (%s)", addr, (uint64_t)pages, mem_errno_text(err), strerror(err));
+		return;
+	}
+	for (p = addr; p < addr + len; p += PAGE_SZ)
+		evict_forget(sess.uffd, p);	/* replaced by the user's bytes */
+	/* Wire format: {"addr":"0x..","pages":N} */
+	resp_ok_begin(id);
+	jb_printf(&out, "{\"addr\":\"0x%" PRIx64 "\",\"pages\":%" PRId64 "}", addr, pages);
+	resp_ok_end();
+	backlog_drain();
+}

@@ -59,6 +59,8 @@ void faults_stats_json(struct jbuf *b);
 /* These write the whole response, then the `resolved` events. */
 void faults_cmd_resolve(int64_t id, const struct jval *req);
 void faults_cmd_resolve_all(int64_t id);
+/* `fill`: UFFDIO_COPY into missing pages with no held fault. */
+void faults_cmd_fill(int64_t id, const struct jval *req);
 /* The thread of held fault seq and its followed child (0: the program); -1: not held. */
 int faults_held_thread(uint64_t seq, pid_t *tid, pid_t *pid);
 /* The program is gone: held faults have no thread left to wake; followed children are

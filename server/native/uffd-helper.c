@@ -512,7 +512,7 @@ static void handle_request(const char *line, size_t len)
 	if (!sess.hello_done && strcmp(cmd, "hello")) {
 		static const char *const known[] = { "launch", "run", "policy", "resolve",
 			"resolveAll", "stats", "kill", "shutdown", "register", "unregister",
-			"protect", "attach", "track", "untrack", "detach", "dirty", "evict", "zap", "stack" };
+			"protect", "attach", "track", "untrack", "detach", "dirty", "evict", "zap", "fill", "stack" };
 		size_t i;
 
 		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -558,6 +558,8 @@ static void handle_request(const char *line, size_t len)
 		evict_cmd(id, req);
 	else if (!strcmp(cmd, "zap"))
 		zap_cmd(id, req);
+	else if (!strcmp(cmd, "fill"))
+		faults_cmd_fill(id, req);
 	else if (!strcmp(cmd, "stack"))
 		stack_cmd(id, req);
 	else if (!strcmp(cmd, "stats")) {

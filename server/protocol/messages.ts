@@ -222,6 +222,7 @@ export interface Requests {
   dirty: [DirtyArgs, DirtyBody];
   evict: [AddrRange, EvictBody];
   zap: [AddrRange, ZapBody];
+  fill: [{ addr: Hex; pages?: number; pattern?: number; bytes?: string; file?: string; offset?: number }, { addr: Hex; pages: number }];
   stack: [StackArgs, StackBody];
 }
 export type Command = keyof Requests;

@@ -74,16 +74,18 @@ describe('memory', { timeout: 180_000 }, () => {
     // A present page is written through /proc/PID/mem.
     const w = await writeMemory({ memoryReference: hex(region + 0x10n), data: Buffer.from([0x40]).toString('base64') });
     assert.equal(w.body?.bytesWritten, 1);
-    // A missing page with no held fault cannot be filled from here: the error says what to do.
-    await assert.rejects(writeMemory({ memoryReference: hex(region + 3n * PAGE), data: Buffer.from([1]).toString('base64') }),
-      /no fault is held on it.*data breakpoint/);
+    // A missing page with no held fault is filled (the helper's `fill`): present afterwards.
+    const f = await writeMemory({ memoryReference: hex(region + 3n * PAGE + 8n), data: Buffer.from([0x20]).toString('base64') });
+    assert.equal(f.body?.bytesWritten, 1);
+    const back3 = await readMemory({ memoryReference: hex(region + 3n * PAGE + 8n), count: 1 });
+    assert.deepEqual([...Buffer.from(back3.body!.data!, 'base64')], [0x20], 'the filled page reads back');
 
     await h.dc.setExceptionBreakpointsRequest({ filters: [] });
     const exited = h.dc.waitForEvent('exited', 30_000) as Promise<DebugProtocol.ExitedEvent>;
     await h.dc.continueRequest({ threadId: ev.body.threadId! });
     assert.equal((await exited).body.exitCode, 0);
-    // 1 + 1 + 3 + 3 from the program, 0x40 from the debugger.
-    await h.waitOutput(/checksum 48 touched 4/);
+    // 1 + 1 + 3 + 3 from the program, 0x40 and 0x20 (the filled page) from the debugger.
+    await h.waitOutput(/checksum 68 touched 4/);
   });
 
   test('writeMemory into a held missing page resolves it with those bytes, and the program reads them', async () => {
