@@ -164,6 +164,45 @@ const COMMANDS: Record<string, Command> = {
         (list ? `: ${list}${body.pages.length > 64 ? ' …' : ''}` : '');
     },
   },
+  evict: {
+    usage: 'evict START-END',
+    help: 'save and drop the present pages of a private anonymous range; each comes back with its content on its next touch',
+    run: async (s, args) => {
+      if (args.length !== 1) throw new Error('usage: evict 0x7f00000000-0x7f00010000');
+      const r = parseRange(args[0]);
+      const body = await s.evict(BigInt(r.start), BigInt(r.end));
+      return `evicted ${body.pages} page${body.pages === 1 ? '' : 's'} (${body.saved} evicted in all): their next touches fault and get their content back`;
+    },
+  },
+  zap: {
+    usage: 'zap START-END',
+    help: 'drop the page tables of shared memory (shmem, memfd, hugetlbfs): with minor mode registered, each access is a minor fault',
+    run: async (s, args) => {
+      if (args.length !== 1) throw new Error('usage: zap 0x7f00000000-0x7f00010000');
+      const r = parseRange(args[0]);
+      const body = await s.zap(BigInt(r.start), BigInt(r.end));
+      return `zapped ${body.bytes} bytes: the content stays in the page cache`;
+    },
+  },
+  policy: {
+    usage: 'policy [readAhead=N] [delay=MIN-MAXus|off]',
+    help: 'show the helper\'s policy, or set read-ahead (pages per missing fault) and an injected resolution delay',
+    run: async (s, args) => {
+      const set: { readAhead?: number; delayUs?: { min: number; max: number } | null } = {};
+      for (const a of args) {
+        let m: RegExpExecArray | null;
+        if ((m = /^readAhead=(\d+)$/i.exec(a))) set.readAhead = Number(m[1]);
+        else if (/^delay=off$/i.test(a)) set.delayUs = null;
+        else if ((m = /^delay=(\d+)(?:-(\d+))?(?:us)?$/i.exec(a))) set.delayUs = { min: Number(m[1]), max: Number(m[2] ?? m[1]) };
+        else throw new Error(`'${a}' is not a policy setting: write readAhead=N or delay=MIN-MAXus (or delay=off)`);
+      }
+      const p = await s.helper.request('policy', set);
+      const holds = (Object.keys(p.hold) as (keyof typeof p.hold)[]).filter((k) => p.hold[k]);
+      return `hold: ${holds.join(', ') || 'nothing'}${p.holdRange.length ? ` in ${p.holdRange.map((r) => `${r.start}-${r.end}`).join(' ')}` : ''}` +
+        `${p.holdTid.length ? `, threads ${p.holdTid.join(' ')}` : ''}${p.holdEvery > 1 ? `, every ${p.holdEvery}th` : ''}\n` +
+        `readAhead ${p.readAhead}, delay ${p.delayUs ? `${p.delayUs.min}-${p.delayUs.max} µs` : 'off'}, stream ${p.stream}`;
+    },
+  },
   stats: {
     usage: 'stats',
     help: 'fault counters kept by the helper',

@@ -128,6 +128,10 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     assert.match((await repl('held')).body.result, new RegExp(`tid ${ev.body.threadId} missing (read|write) 0x`));
     assert.match((await repl('stats')).body.result, /held 1,/);
     assert.match((await repl('threads')).body.result, /handle_userfault/, 'the stopped thread waits in handle_userfault');
+    assert.match((await repl('policy readAhead=4 delay=5-10us')).body.result, /readAhead 4, delay 5-10 µs/);
+    assert.match((await repl('policy readAhead=1 delay=off')).body.result, /hold: .*\nreadAhead 1, delay off/);
+    await assert.rejects(repl('policy speed=11'), /not a policy setting/);
+    await assert.rejects(repl('zap 0x1000-0x2000'), /not tracked|not mapped|cannot zap/);
     await assert.rejects(repl('frobnicate'), /unknown command 'frobnicate': type 'help'/);
     await assert.rejects(repl('page nowhere'), /not an address/);
     const comp = await dc.completionsRequest({ text: 'ma', column: 3 });
