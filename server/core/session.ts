@@ -8,7 +8,7 @@ import { findVma, listTasks, readMaps, readSmaps, readStartBrk, TaskInfo, Vma, v
 import { ActiveFilter, FilterRequest, FilterResult, FilterSet, nameMatches, toHoldRanges } from './filters';
 import { RegionCounters } from './regionCounters';
 import {
-  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, NcEvent, Policy, PolicyArgs, Region, ResolveArgs,
+  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, NcEvent, NcWhat, Policy, PolicyArgs, Region, ResolveArgs,
   ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, TrackSelector,
 } from '../protocol/messages';
 
@@ -39,6 +39,8 @@ export interface AttachConfig {
   wpAsync?: boolean;
   userModeOnly?: boolean;
 }
+
+const NC_KINDS = ['fork', 'remap', 'remove', 'unmap'] as const;
 
 /** The helper's session options of a launch/attach configuration, only those that are set. */
 function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean; userModeOnly?: boolean }): SessionOptions {
@@ -298,7 +300,9 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     let tids: number[] = [];
     if (fp.tids && watches.length === 0) tids = fp.tids;
     const holdRange = ranges === null ? [] : ranges.length === 0 ? [NOWHERE] : toHoldRanges(ranges);
-    return { hold, holdRange, holdTid: tids.slice(0, 32), holdEvery: fp.every };
+    // Event filters: the helper holds the first fault after such an event itself (no round trip).
+    const holdAfter = this.filterSet.list().map((f) => f.id).filter((id): id is NcWhat => (NC_KINDS as readonly string[]).includes(id));
+    return { hold, holdRange, holdTid: tids.slice(0, 32), holdEvery: fp.every, holdAfter };
   }
 
   /**
@@ -534,6 +538,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     if (this.state !== 'running' || !this.filterSet.matchEvent(e, (a) => this.nameAt(a))) return;
     this.pendingEvent = e;
     this.stepReason = 'event';
+    if (this.policy?.holdAfter?.includes(e.what)) return;  // the helper holds it already
     this.applyPolicy({ holdNext: true }).catch((err: Error) => this.emit('log', `holding the next fault after ${e.what} failed: ${err.message}`));
   }
 

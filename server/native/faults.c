@@ -750,8 +750,16 @@ static pid_t fork_child_pid(pid_t parent)
 }
 
 /* Wire format: {"type":"event","event":"nc","what":"fork|remap|remove|unmap","t":ns,...} */
+static const char *const nc_names[] = { "fork", "remap", "remove", "unmap" };
+
 static void nc_begin(const char *what, uint64_t t)
 {
+	size_t i;
+
+	/* policy.holdAfter: the debugger stops on the first fault after this event */
+	for (i = 0; i < sizeof(nc_names) / sizeof(nc_names[0]); i++)
+		if (!strcmp(what, nc_names[i]) && policy.hold_after & (1U << i))
+			policy.hold_next = 1;
 	ev_begin("nc");
 	jb_puts(&out, ",\"what\":");
 	jb_str(&out, what);
@@ -1452,9 +1460,9 @@ int faults_policy_parse(int64_t id, const struct jval *req, struct policy *p)
 {
 	const struct jval *ra = json_get(req, "readAhead"), *dl = json_get(req, "delayUs");
 	const struct jval *hr = json_get(req, "holdRange"), *ht = json_get(req, "holdTid");
-	const struct jval *he = json_get(req, "holdEvery");
+	const struct jval *he = json_get(req, "holdEvery"), *ha = json_get(req, "holdAfter");
 	int64_t n, m;
-	size_t i;
+	size_t i, k;
 
 	if (ra) {
 		if (!json_int(ra, 0, 1 << 16, &n)) {
@@ -1519,12 +1527,32 @@ int faults_policy_parse(int64_t id, const struct jval *req, struct policy *p)
 		p->hold_every = (uint64_t)n;
 		every_count = 0;
 	}
+	if (ha) {
+		unsigned bits = 0;
+
+		for (i = 0; ha->type == J_ARR && i < ha->n; i++) {
+			const char *w = json_cstr(ha->items[i]);
+
+			for (k = 0; w && k < sizeof(nc_names) / sizeof(nc_names[0]); k++)
+				if (!strcmp(w, nc_names[k]))
+					break;
+			if (!w || k == sizeof(nc_names) / sizeof(nc_names[0]))
+				break;
+			bits |= 1U << k;
+		}
+		if (ha->type != J_ARR || i < ha->n) {
+			resp_err(id, "EPROTO", "'holdAfter' must be an array of event names: fork, "
+				 "remap, remove, unmap");
+			return -1;
+		}
+		p->hold_after = bits;
+	}
 	return 0;
 }
 
 void faults_policy_json(struct jbuf *b)
 {
-	size_t i;
+	size_t i, k;
 
 	jb_printf(b, "{\"hold\":{\"missing\":%s,\"wp\":%s,\"minor\":%s},\"holdNext\":%s,"
 		  "\"stream\":\"%s\",\"readAhead\":%llu,\"delayUs\":",
@@ -1547,7 +1575,14 @@ void faults_policy_json(struct jbuf *b)
 	jb_puts(b, "],\"holdTid\":[");
 	for (i = 0; i < policy.nr_hold_tid; i++)
 		jb_printf(b, i ? ",%d" : "%d", (int)policy.hold_tid[i]);
-	jb_printf(b, "],\"holdEvery\":%llu}", (unsigned long long)policy.hold_every);
+	jb_printf(b, "],\"holdEvery\":%llu,\"holdAfter\":[", (unsigned long long)policy.hold_every);
+	for (i = 0, k = 0; i < sizeof(nc_names) / sizeof(nc_names[0]); i++)
+		if (policy.hold_after & (1U << i)) {
+			jb_puts(b, k++ ? ",\"" : "\"");
+			jb_puts(b, nc_names[i]);
+			jb_puts(b, "\"");
+		}
+	jb_puts(b, "]}");
 }
 
 void faults_stats_json(struct jbuf *b)

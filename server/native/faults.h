@@ -33,6 +33,7 @@ struct policy {
 	pid_t hold_tid[POLICY_MAX_LIST];
 	size_t nr_hold_tid;		/* 0: any thread */
 	uint64_t hold_every;		/* 0/1: every matching fault */
+	unsigned hold_after;		/* bits of nc_names: hold the next fault after such an event */
 };
 
 extern struct policy policy;

@@ -76,6 +76,8 @@ export interface Policy {
   holdRange: AddrRange[];
   holdTid: number[];
   holdEvery: number;
+  /** Hold the next fault (any thread) after each of these non-cooperative events. */
+  holdAfter: NcWhat[];
 }
 
 export interface PolicyArgs {
@@ -87,6 +89,7 @@ export interface PolicyArgs {
   holdRange?: AddrRange[];
   holdTid?: number[];
   holdEvery?: number;
+  holdAfter?: NcWhat[];
 }
 
 /** `copy` takes exactly one of pattern, bytes (base64 of 4096 bytes), file (+offset). */

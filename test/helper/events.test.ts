@@ -127,6 +127,26 @@ describe('non-cooperative events', { timeout: 120_000 }, () => {
     assert.deepEqual(checksums(t.stdout), plainRun('remove'));
   });
 
+  test('holdAfter: the helper holds the first fault after a remove event itself', async () => {
+    const { t } = await start('remove');
+    const addr = await ready(t);
+    const p = await t.c.request('policy', { holdAfter: ['remove'] });
+    assert.deepEqual(p.holdAfter, ['remove']);
+    await assert.rejects(t.c.request('policy', { holdAfter: ['explode'] }), /holdAfter/);
+    t.go();
+    await t.until(() => t.events.some((e) => e.event === 'fault' && e.held) || undefined, 'a held fault');
+    const [r] = nc(t, 'remove');
+    assert.ok(r, 'the remove event came first');
+    const heldOnes = t.events.filter((e): e is FaultEvent => e.event === 'fault' && e.held);
+    assert.equal(heldOnes.length, 1, 'exactly one fault held');
+    assert.ok(t.events.indexOf(heldOnes[0]) > t.events.indexOf(r), 'held after the event');
+    assert.ok(!t.events.slice(0, t.events.indexOf(r)).some((e) => e.event === 'fault' && e.held), 'nothing held before it');
+    await t.c.request('policy', { holdAfter: [] });
+    await t.c.request('resolveAll', {});
+    assert.deepEqual(await t.exited(), { code: 0, signal: null });
+    assert.deepEqual(checksums(t.stdout), plainRun('remove'));
+  });
+
   test('mremap (move): nc remap with from/to/len, region moves, next touches fault at the new address', async () => {
     const { t } = await start('remap');
     const addr = await ready(t);
