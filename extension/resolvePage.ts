@@ -3,19 +3,21 @@
 import { readFile } from 'node:fs/promises';
 import * as vscode from 'vscode';
 
-interface Way extends vscode.QuickPickItem { how: string; ask?: 'pattern' | 'file' | 'bytes' }
+interface Way extends vscode.QuickPickItem { id: string; how: string; ask?: 'pattern' | 'file' | 'bytes' | 'from' | 'range' }
 
 const WAYS: Way[] = [
-  { label: 'Default', description: 'what the kernel would have done', how: 'default' },
-  { label: 'Zero page', description: 'UFFDIO_ZEROPAGE (a write then copies on write)', how: 'zero' },
-  { label: 'Fill with a byte pattern…', description: 'UFFDIO_COPY', how: 'copy', ask: 'pattern' },
-  { label: 'Copy from a file…', description: 'UFFDIO_COPY of 4 KiB at an offset', how: 'copy', ask: 'file' },
-  { label: 'Copy bytes from a file\'s first page…', description: 'UFFDIO_COPY of exactly 4096 bytes', how: 'copy', ask: 'bytes' },
-  { label: 'Continue', description: 'UFFDIO_CONTINUE: map the page-cache page (minor faults)', how: 'continue' },
-  { label: 'Un-protect', description: 'UFFDIO_WRITEPROTECT off (write-protect faults)', how: 'unprotect' },
-  { label: 'Poison', description: 'UFFDIO_POISON: the next access gets SIGBUS', how: 'poison' },
-  { label: 'Wake only', description: 'UFFDIO_WAKE: the thread retries and faults again', how: 'wake' },
+  { id: 'default', label: 'Default', description: 'what the kernel would have done', how: 'default' },
+  { id: 'zero', label: 'Zero page', description: 'UFFDIO_ZEROPAGE (a write then copies on write)', how: 'zero' },
+  { id: 'copy-pattern', label: 'Fill with a byte pattern…', description: 'UFFDIO_COPY', how: 'copy', ask: 'pattern' },
+  { id: 'copy-file', label: 'Copy from a file…', description: 'UFFDIO_COPY of 4 KiB at an offset', how: 'copy', ask: 'file' },
+  { id: 'copy-bytes', label: 'Copy bytes from a file\'s first page…', description: 'UFFDIO_COPY of exactly 4096 bytes', how: 'copy', ask: 'bytes' },
+  { id: 'move', label: 'Move a page of the program here…', description: 'UFFDIO_MOVE: the source page becomes missing', how: 'move', ask: 'from' },
+  { id: 'continue', label: 'Continue', description: 'UFFDIO_CONTINUE: map the page-cache page (minor faults)', how: 'continue' },
+  { id: 'unprotect', label: 'Un-protect', description: 'UFFDIO_WRITEPROTECT off (write-protect faults)', how: 'unprotect' },
+  { id: 'poison', label: 'Poison', description: 'UFFDIO_POISON: the next access gets SIGBUS', how: 'poison' },
+  { id: 'wake', label: 'Wake only', description: 'UFFDIO_WAKE: the thread retries and faults again', how: 'wake' },
 ];
+const RANGE: Way = { id: 'range', label: 'Apply to a range of pages…', description: 'the faulting page and the ones after it', how: '', ask: 'range', alwaysShow: true };
 
 export async function resolvePage(): Promise<void> {
   const session = vscode.debug.activeDebugSession;
@@ -24,9 +26,30 @@ export async function resolvePage(): Promise<void> {
     void vscode.window.showInformationMessage('uffd-debug: select a thread that is paused on a page fault first.');
     return;
   }
-  const way = await vscode.window.showQuickPick(WAYS, { title: 'Resolve the page this thread faulted on', matchOnDescription: true });
-  if (!way) return;
-  const args: Record<string, unknown> = { tid: item.threadId, how: way.how };
+  // Only what the kernel accepts for this fault (kind, page size, features).
+  let offered = WAYS;
+  try {
+    const r = await session.customRequest('uffd/resolutions', { tid: item.threadId }) as { kind: string; ways: string[] };
+    offered = WAYS.filter((w) => r.ways.includes(w.id));
+  } catch {
+    void vscode.window.showInformationMessage('uffd-debug: the selected thread is not paused on a page fault.');
+    return;
+  }
+  let pages = 1;
+  let way: Way | undefined;
+  for (;;) {
+    const title = pages > 1 ? `Resolve ${pages} pages from the one this thread faulted on` : 'Resolve the page this thread faulted on';
+    way = await vscode.window.showQuickPick([...offered, RANGE], { title, matchOnDescription: true });
+    if (!way) return;
+    if (way.ask !== 'range') break;
+    const n = await vscode.window.showInputBox({
+      prompt: 'How many pages, from the faulting one', value: String(pages),
+      validateInput: (t) => (/^[1-9]\d{0,5}$/.test(t) ? null : 'a count of pages, 1 or more'),
+    });
+    if (n === undefined) return;
+    pages = Number(n);
+  }
+  const args: Record<string, unknown> = { tid: item.threadId, how: way.how, ...(pages > 1 ? { pages } : {}) };
   if (way.ask === 'pattern') {
     const v = await vscode.window.showInputBox({
       prompt: 'Byte value to fill the page with (0-255, decimal or 0x..)', value: '0xaa',
@@ -34,6 +57,13 @@ export async function resolvePage(): Promise<void> {
     });
     if (v === undefined) return;
     args.pattern = Number(v);
+  } else if (way.ask === 'from') {
+    const v = await vscode.window.showInputBox({
+      prompt: 'Address of the program\'s page to move into the faulting one (page-aligned, mapped, private anonymous)', value: '0x',
+      validateInput: (t) => (/^0x[0-9a-f]+$/i.test(t) && (BigInt(t) & 0xfffn) === 0n ? null : 'a page-aligned address, 0x…000'),
+    });
+    if (v === undefined) return;
+    args.from = v.toLowerCase();
   } else if (way.ask === 'file' || way.ask === 'bytes') {
     const f = await vscode.window.showOpenDialog({ canSelectMany: false, title: 'File with the page content' });
     if (!f?.length) return;

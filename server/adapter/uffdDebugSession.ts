@@ -1,7 +1,7 @@
 // The DAP side: translates requests into FaultSession calls and session events into DAP
 // events. Keep logic out of here; it belongs in server/core.
 import {
-  ContinuedEvent, DebugSession, ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  CapabilitiesEvent, ContinuedEvent, DebugSession, ExitedEvent, Event, Handles, InitializedEvent, LoggingDebugSession, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
   TerminatedEvent, Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -13,11 +13,12 @@ import {
   decodeVmFlags, describePage, findVma, hex, readPagemap, readSmaps, SmapsEntry, uffdModes, vmaName,
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
+import { availableFilters, resolutionsFor } from '../core/capabilities';
 import { describeEvent, EVENT_FILTERS } from '../core/filters';
 import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
 import { basename, frameViews, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
-import { AddrRange, FaultEvent, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
+import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -223,6 +224,7 @@ export class UffdDebugSession extends LoggingDebugSession {
         `uffd-debug: pid ${info.pid}, userfaultfd created in the target (${info.uffdSource}), ` +
         `${info.regions.length} anonymous region${info.regions.length === 1 ? '' : 's'} registered, kernel ${this.session.hello?.kernel}\n`, 'console'));
       this.sendResponse(response);
+      this.announceFilters(info.features);
       this.sendEvent(new InitializedEvent());
     } catch (e) {
       await this.session.dispose();
@@ -249,11 +251,19 @@ export class UffdDebugSession extends LoggingDebugSession {
         `registered. Disconnect detaches; the process runs on.\n`, 'console'));
       for (const region of info.regions) this.timeline.push({ event: 'region', action: 'add', region });
       this.sendResponse(response);
+      this.announceFilters(info.features);
       this.sendEvent(new InitializedEvent());
     } catch (e) {
       await this.session.dispose();
       this.fail(response, 1002, e);
     }
+  }
+
+  /** Only the filters this kernel and session can honour (the handshake says which). */
+  private announceFilters(features: FlagSet): void {
+    const ok = new Set<string>(availableFilters(features));
+    const filters = FILTERS.filter((f) => ok.has(f.filter));
+    if (filters.length < FILTERS.length) this.sendEvent(new CapabilitiesEvent({ exceptionBreakpointFilters: filters }));
   }
 
   protected override async setExceptionBreakPointsRequest(
@@ -315,7 +325,9 @@ export class UffdDebugSession extends LoggingDebugSession {
             ? new StackFrame(this.frames.create(f.seq), v.name, new Source(basename(v.file!), v.file!), v.line!, v.column ?? 1)
             : i === 0 ? new StackFrame(this.frames.create(f.seq), v.name, report, 1, 1)
               : new StackFrame(this.frames.create(f.seq), v.name);
-          if (!v.sourceAvailable) frame.presentationHint = 'subtle';
+          // Not the faulting frame: VS Code focuses only a frame that is not subtle on a 'page fault'
+          // stop, and without a focused frame the Variables view stays empty.
+          if (!v.sourceAvailable && i > 0) frame.presentationHint = 'subtle';
           frame.instructionPointerReference = hex(v.pc);
           if (v.module) frame.moduleId = v.module;
           frames.push(frame);
@@ -682,6 +694,17 @@ export class UffdDebugSession extends LoggingDebugSession {
         response.body = body;
         this.sendResponse(response);
       }, (e) => this.fail(response, 1012, e));
+      return;
+    }
+    if (command === 'uffd/resolutions' && typeof args?.tid === 'number') {
+      const f = this.session.heldFor(args.tid);
+      const features = this.session.launchInfo?.features;
+      if (!f || !features) {
+        this.sendErrorResponse(response, { id: 1011, format: `thread ${args.tid} is not stopped on a fault` });
+        return;
+      }
+      response.body = { kind: f.kind, page: f.page, ways: resolutionsFor(f, features) };
+      this.sendResponse(response);
       return;
     }
     if (command === 'uffd/selectThread' && typeof args?.tid === 'number') {

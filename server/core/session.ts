@@ -177,7 +177,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     if (!Number.isInteger(config.pid) || config.pid <= 0) {
       throw new SessionError('EINVAL', `'pid' must be a process ID (a positive whole number), not '${String(config.pid)}'`);
     }
-    this.config = { program: '', stopOnFirstFault: config.stopOnFirstFault ?? false };
+    this.config = { program: '', stopOnFirstFault: config.stopOnFirstFault ?? false, userModeOnly: config.userModeOnly };
     this.attached = true;
     await this.startHelper(config.helperPath);
     const body = await this.helper.request('attach', {
@@ -224,7 +224,7 @@ export class FaultSession extends EventEmitter<SessionEvents> {
       this.emit('helperLost', `the uffd helper ${why} unexpectedly. Last log lines:\n${this.helper.lastLog(10)}`);
     });
     this.hello = await this.helper.start(helperPath);
-    if (!this.hello.uffd.available) {
+    if (!this.hello.uffd.available && !this.config?.userModeOnly) {
       throw new SessionError('ENOUFFD', `userfaultfd is not available: ${this.hello.uffd.error ?? 'unknown reason'}`);
     }
   }

@@ -72,7 +72,11 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
 
   test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
     const stopped = dc.waitForEvent('stopped');
+    const caps = dc.waitForEvent('capabilities') as Promise<DebugProtocol.CapabilitiesEvent>;
     await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
+    // The handshake decides what the UI offers: without followForks there is no Fork filter.
+    const filters = (await caps).body.capabilities.exceptionBreakpointFilters!.map((f) => f.filter);
+    assert.deepEqual(filters, ['missing', 'wp', 'minor', 'remap', 'remove', 'unmap']);
     // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
     const { ev: hit, region } = await h.stopInRegion(stopped);
     assert.equal(hit.body.reason, 'page fault');
@@ -87,6 +91,9 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     assert.equal(top.source?.path, path.join(root, 'demo', 'touch.c'));
     assert.equal(top.line, markerLine(path.join(root, 'demo', 'touch.c'), 'region[p * PAGE] = '));
     assert.match(top.instructionPointerReference ?? '', /^0x[0-9a-f]+$/);
+    // Resolve Page… offers what the kernel accepts for a missing anonymous page.
+    const ways = (await dc.customRequest('uffd/resolutions', { tid: hit.body.threadId })).body.ways as string[];
+    assert.deepEqual(ways, ['default', 'zero', 'copy-pattern', 'copy-file', 'copy-bytes', 'move', 'poison', 'wake']);
     const scopes = await scopesOf(hit.body.threadId!);
     assert.deepEqual([...scopes.keys()].slice(0, 3), ['Fault', 'Page', 'VMA']);
     const fault = await variablesOf(scopes.get('Fault')!.variablesReference);

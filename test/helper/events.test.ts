@@ -132,7 +132,7 @@ describe('non-cooperative events', { timeout: 120_000 }, () => {
     const addr = await ready(t);
     const p = await t.c.request('policy', { holdAfter: ['remove'] });
     assert.deepEqual(p.holdAfter, ['remove']);
-    await assert.rejects(t.c.request('policy', { holdAfter: ['explode'] }), /holdAfter/);
+    await assert.rejects(t.c.request('policy', { holdAfter: ['explode' as never] }), /holdAfter/);
     t.go();
     await t.until(() => t.events.some((e) => e.event === 'fault' && e.held) || undefined, 'a held fault');
     const [r] = nc(t, 'remove');
