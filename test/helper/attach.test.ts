@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent, HelperEvent, RegionEvent } from '../../server/protocol/messages';
+import { uffdVmas } from '../support/spin';
 import { until, withTimeout } from '../support/waits';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -115,17 +116,6 @@ function fdTargets(pid: number): string[] {
   return readdirSync(`/proc/${pid}/fd`).map((fd) => {
     try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; }
   });
-}
-
-/** VMAs of pid whose VmFlags carry `um` (registered for missing faults). */
-function uffdVmas(pid: number): string[] {
-  const out: string[] = [];
-  let vma = '';
-  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) vma = line;
-    else if (line.startsWith('VmFlags:') && /\bum\b/.test(line)) out.push(vma);
-  }
-  return out;
 }
 
 function wchan(pid: number): string {

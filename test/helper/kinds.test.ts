@@ -8,6 +8,18 @@ import { HelperClient, HelperError } from '../../server/core/helperClient';
 import { FaultEvent } from '../../server/protocol/messages';
 import { assertSum, hex, inRange, KINDS, launch, PAGE, stopAll } from './kindsHarness';
 
+/** Runs fn with 4 huge pages reserved (vm.nr_hugepages), put back afterwards. */
+async function withHugePages(fn: () => Promise<void>): Promise<void> {
+  const saved = readFileSync(NR_HUGEPAGES, 'utf8').trim();
+  writeFileSync(NR_HUGEPAGES, '4');
+  try {
+    assert.ok(Number(readFileSync(NR_HUGEPAGES, 'utf8')) >= 2, 'the kernel reserved huge pages');
+    await fn();
+  } finally {
+    writeFileSync(NR_HUGEPAGES, saved === '' ? '0' : saved);
+  }
+}
+
 after(stopAll);
 
 function onePerPage(faults: FaultEvent[], pages: number, kind: string, psize = PAGE): void {
@@ -131,10 +143,7 @@ describe('fault kinds on the real kernel', { timeout: 120_000 }, () => {
   });
 
   test('hugetlb missing: 2 MiB faults, resolved with a 2 MiB copy', async () => {
-    const saved = readFileSync(NR_HUGEPAGES, 'utf8').trim();
-    writeFileSync(NR_HUGEPAGES, '4');
-    try {
-      assert.ok(Number(readFileSync(NR_HUGEPAGES, 'utf8')) >= 2, 'the kernel reserved huge pages');
+    await withHugePages(async () => {
       const HUGE = 2n << 20n;
       const t = await launch(KINDS, ['--mode', 'hugetlb-missing', '--pages', '2', '--write']);
       const r = await t.ready();
@@ -149,9 +158,7 @@ describe('fault kinds on the real kernel', { timeout: 120_000 }, () => {
       const rep = await t.report();
       for (let i = 0; i < 2; i++) assertSum(rep.sums[i], 0x80 + i, `huge page ${i}`, HUGE);
       await t.c.stop();
-    } finally {
-      writeFileSync(NR_HUGEPAGES, saved === '' ? '0' : saved);
-    }
+    });
   });
 
   test('memfd (shmem) write-protect: register wp, protect, every write is a wp fault, default un-protects', async () => {
@@ -188,10 +195,7 @@ describe('fault kinds on the real kernel', { timeout: 120_000 }, () => {
   });
 
   test('hugetlb minor: a populated hugetlbfs memfd zapped, 2 MiB minor faults served with CONTINUE', async () => {
-    const saved = readFileSync(NR_HUGEPAGES, 'utf8').trim();
-    writeFileSync(NR_HUGEPAGES, '4');
-    try {
-      assert.ok(Number(readFileSync(NR_HUGEPAGES, 'utf8')) >= 2, 'the kernel reserved huge pages');
+    await withHugePages(async () => {
       const HUGE = 2n << 20n;
       const t = await launch(KINDS, ['--mode', 'hugetlb-populated', '--pages', '2']);
       const r = await t.ready();
@@ -208,9 +212,7 @@ describe('fault kinds on the real kernel', { timeout: 120_000 }, () => {
       const rep = await t.report();
       for (let i = 0; i < 2; i++) assertSum(rep.sums[i], 0x20 + i, `huge page ${i} is the page-cache content`, HUGE);
       await t.c.stop();
-    } finally {
-      writeFileSync(NR_HUGEPAGES, saved === '' ? '0' : saved);
-    }
+    });
   });
 
   test('unregister: the range stops faulting through the helper', async () => {
