@@ -457,6 +457,8 @@ static void handler_loop(void)
 static void *handler_thread(void *unused)
 {
 	(void)unused;
+	/* Names as a debugger shows them (thread list of observe mode). */
+	pthread_setname_np(pthread_self(), "pc-handler");
 	handler_loop();
 	return NULL;
 }
@@ -485,6 +487,10 @@ static void *worker(void *arg)
 {
 	long t = (long)arg;
 	uint64_t sum = 0;
+	char name[16];
+
+	snprintf(name, sizeof(name), "pc-worker-%ld", t);
+	pthread_setname_np(pthread_self(), name);
 
 	/* Each thread walks its stripe backwards, so faults of threads interleave. */
 	for (long i = o.pages - 1 - t; i >= 0; i -= o.threads)

@@ -19,11 +19,16 @@ import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
 import { basename, frameViews, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
 import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
+import { ObserveRequests } from './observeRequests';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
   /** Stream every fault to the timeline panel (custom event `uffd/events`); default true. */
   timeline?: boolean;
+  /** Observe mode: run the program with libuffd-observe.so; it keeps its own userfaultfd (server/core/observeDebug.ts). */
+  observe?: boolean;
+  stopOnIoctlError?: boolean;
+  stopOnWaitMs?: number;
 }
 
 type VarRef =
@@ -120,6 +125,8 @@ export class UffdDebugSession extends LoggingDebugSession {
    * is off: bulk data, twice the cost.
    */
   private timeline = new Batcher((batch) => DebugSession.prototype.sendEvent.call(this, new Event('uffd/events', { batch })));
+  /** Set by a launch with `observe: true`: every request goes there (observeRequests.ts). */
+  private observe: ObserveRequests | null = null;
 
   constructor() {
     super();
@@ -205,6 +212,14 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async launchRequest(response: DebugProtocol.LaunchResponse, args: UffdLaunchArguments): Promise<void> {
+    if (args.observe) {
+      this.observe = new ObserveRequests({
+        sendEvent: (e) => this.sendEvent(e), sendResponse: (r) => this.sendResponse(r), fail: (r, id, e) => this.fail(r, id, e),
+        timeline: (e) => { if (args.timeline !== false) this.timeline.push(e); }, flushTimeline: () => this.timeline.flush(), end: () => this.end(),
+      });
+      this.observe.launch(response, { ...args, helperPath: process.env.UFFD_HELPER });
+      return;
+    }
     try {
       const info = await this.session.launch({
         program: args.program,
@@ -269,6 +284,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   protected override async setExceptionBreakPointsRequest(
     response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments,
   ): Promise<void> {
+    if (this.observe) return this.observe.setExceptionBreakpoints(response, args);
     // One result per entry of `filters`, then of `filterOptions` (DAP keeps that order).
     const list = [
       ...(args.filters ?? []).map((id) => ({ id })),
@@ -286,6 +302,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async configurationDoneRequest(response: DebugProtocol.ConfigurationDoneResponse): Promise<void> {
+    if (this.observe) return this.observe.configurationDone(response);
     this.sendResponse(response);
     try {
       await this.session.start();
@@ -296,6 +313,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override threadsRequest(response: DebugProtocol.ThreadsResponse): void {
+    if (this.observe) return this.observe.threads(response);
     const tasks = this.session.threads();
     response.body = {
       threads: tasks.length > 0
@@ -306,6 +324,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): Promise<void> {
+    if (this.observe) return this.observe.stackTrace(response, args);
     const f = this.session.heldFor(args.threadId);
     const frames: DebugProtocol.StackFrame[] = [];
     if (f) {
@@ -388,6 +407,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
+    if (this.observe) return this.observe.scopes(response, args);
     const scopes: DebugProtocol.Scope[] = [];
     const seq = this.frames.get(args.frameId) ?? 0;
     if (seq > 0 && this.session.held.has(seq)) {
@@ -403,6 +423,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async variablesRequest(response: DebugProtocol.VariablesResponse, args: DebugProtocol.VariablesArguments): Promise<void> {
+    if (this.observe) return this.observe.variables(response, args);
     const ref = this.refs.get(args.variablesReference);
     let vars: DebugProtocol.Variable[] = [];
     try {
@@ -523,6 +544,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   /** Memory view: never blocks on a missing page (those bytes come back unreadable). */
   protected override readMemoryRequest(response: DebugProtocol.ReadMemoryResponse, args: DebugProtocol.ReadMemoryArguments): void {
+    if (this.observe) return this.observe.unsupported(response);
     try {
       const addr = memoryAddress(args.memoryReference, args.offset);
       const count = Math.max(0, Math.min(args.count, 16 << 20));
@@ -536,6 +558,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   /** Writes through /proc/PID/mem; into a missing page with a held fault: resolves it with those bytes. */
   protected override async writeMemoryRequest(response: DebugProtocol.WriteMemoryResponse, args: DebugProtocol.WriteMemoryArguments): Promise<void> {
+    if (this.observe) return this.observe.unsupported(response);
     let addr = 0n;
     try {
       addr = memoryAddress(args.memoryReference, args.offset);
@@ -566,6 +589,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override dataBreakpointInfoRequest(response: DebugProtocol.DataBreakpointInfoResponse,
     args: DebugProtocol.DataBreakpointInfoArguments): void {
+    if (this.observe) return this.observe.unsupported(response);
     let range: [bigint, bigint] | null = null;
     let what = '';
     const ref = args.variablesReference ? this.refs.get(args.variablesReference) : undefined;
@@ -621,6 +645,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override async setDataBreakpointsRequest(response: DebugProtocol.SetDataBreakpointsResponse,
     args: DebugProtocol.SetDataBreakpointsArguments): Promise<void> {
+    if (this.observe) return this.observe.unsupported(response);
     const watches: Watch[] = [];
     const results: DebugProtocol.Breakpoint[] = [];
     for (const bp of args.breakpoints) {
@@ -656,6 +681,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async evaluateRequest(response: DebugProtocol.EvaluateResponse, args: DebugProtocol.EvaluateArguments): Promise<void> {
+    if (this.observe && args.context === 'repl') return this.observe.evaluate(response, args);
     if (args.context !== 'repl') {
       this.sendErrorResponse(response, { id: 1007, format: 'uffd-debug evaluates Debug Console commands only (type help there)' });
       return;
@@ -683,6 +709,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   /** `uffd/selectThread {tid}` from the timeline: show that thread's held fault in the UI again. */
   protected override customRequest(command: string, response: DebugProtocol.Response,
     args: { tid?: number } & Omit<ResolveArgs, 'seq'>): void {
+    if (this.observe && command.startsWith('uffd/')) return this.observe.unsupported(response);
     if (command === 'uffd/resolve' && typeof args?.tid === 'number' && typeof args.how === 'string') {
       const f = this.session.heldFor(args.tid);
       if (!f) {
@@ -721,18 +748,22 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async continueRequest(response: DebugProtocol.ContinueResponse): Promise<void> {
+    if (this.observe) return this.observe.continue(response);
     await this.run(response, () => this.session.continue(), { allThreadsContinued: true });
   }
 
   protected override async nextRequest(response: DebugProtocol.NextResponse, args: DebugProtocol.NextArguments): Promise<void> {
+    if (this.observe) return this.observe.step(response, args.threadId);
     await this.run(response, () => this.session.next(args.threadId));
   }
 
   protected override async stepInRequest(response: DebugProtocol.StepInResponse, args: DebugProtocol.StepInArguments): Promise<void> {
+    if (this.observe) return this.observe.step(response, args.threadId);
     await this.run(response, () => this.session.stepIn(args.threadId));
   }
 
   protected override async stepOutRequest(response: DebugProtocol.StepOutResponse, args: DebugProtocol.StepOutArguments): Promise<void> {
+    if (this.observe) return this.observe.step(response, args.threadId);
     await this.run(response, async () => {
       const f = this.session.heldFor(args.threadId);
       if (!f) throw new Error(`thread ${args.threadId} is not stopped on a fault: Step Out runs until a fault outside the VMA of the current one`);
@@ -743,6 +774,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async pauseRequest(response: DebugProtocol.PauseResponse): Promise<void> {
+    if (this.observe) return this.observe.pause(response);
     await this.run(response, () => this.session.pause());
   }
 
@@ -760,6 +792,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async terminateRequest(response: DebugProtocol.TerminateResponse): Promise<void> {
+    if (this.observe) return this.observe.terminate(response);
     try {
       await this.session.terminate();
       this.sendResponse(response);
@@ -770,6 +803,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override async disconnectRequest(response: DebugProtocol.DisconnectResponse,
     args: DebugProtocol.DisconnectArguments): Promise<void> {
+    if (this.observe) return this.observe.disconnect(response, args);
     try {
       // An attached process is only killed when the user asks for it; otherwise it is detached.
       if (this.session.attached && args?.terminateDebuggee === true) await this.session.terminate();

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { FaultEvent, Hex, ResolvedEvent } from '../protocol/messages';
 import {
-  encodeControl, ObsCmd, ObsIoctl, ObsRead, ObsRecord, RecordDecoder, ResolveOp, STOP_MINOR, STOP_MISSING, STOP_WP,
+  encodeControl, ObsCmd, ObsIoctl, ObsRead, ObsRecord, RecordDecoder, ResolveOp, STOP_IOCTL_ERROR, STOP_MINOR, STOP_MISSING, STOP_WP,
   UffdHow,
 } from '../protocol/observe';
 
@@ -49,7 +49,9 @@ export type ObserveEvent =
   | { type: 'event'; event: 'stuck'; seq: number; page: Hex; tid: number; pid: number; uffd: string; waitedNs: number }
   | { type: 'event'; event: 'uffd'; t: number; pid: number; uffd: string; how: UffdHow; ok: boolean; errno: string | null }
   | { type: 'event'; event: 'register'; t: number; pid: number; uffd: string; start: Hex; len: number; mode: number; ok: boolean; errno: string | null }
-  | { type: 'event'; event: 'stopped'; t: number; pid: number; tid: number; readSeq: number; faults: number[] }
+  /** A thread waits for `continue`: after a read (`faults`: what it read) or a failed ioctl (`ioctlError`). */
+  | { type: 'event'; event: 'stopped'; t: number; pid: number; tid: number; readSeq: number; faults: number[];
+      ioctlError?: { op: ResolveOp; start: Hex; len: number; errno: string } }
   | { type: 'event'; event: 'continued'; t: number; pid: number; tid: number; readSeq: number };
 
 export interface StuckFault { seq: number; page: Hex; addr: Hex; tid: number; pid: number; uffd: string; waitedNs: number }
@@ -329,6 +331,15 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       this.emit('event', { type: 'event', event: 'ioctlError', t: r.t, pid: r.pid, tid: r.tid, uffd: s.id, op: r.op,
         start: r.start, len: r.len, errno: r.errno ?? 'E?' });
     }
+    if (r.stopped) {
+      this.emit('event', { type: 'event', event: 'stopped', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.seq, faults: [],
+        ioctlError: { op: r.op, start: hex(Number(r.start) + doneBytes), len: r.len - doneBytes, errno: r.errno ?? 'E?' } });
+    }
+  }
+
+  /** A fault read and not resolved yet. */
+  faultBySeq(seq: number): ObservedFault | undefined {
+    return this.faults.get(seq)?.ev;
   }
 
   /** Faults read and still unresolved. `nowNs`: CLOCK_MONOTONIC now (process.hrtime). */
@@ -409,7 +420,7 @@ export interface ObserveOptions {
   /** Additions to this process's environment; null removes a variable. */
   env?: Record<string, string | null>;
   /** Stop the reading thread after it reads a fault of these kinds, until `continue`. */
-  stopOn?: { missing?: boolean; wp?: boolean; minor?: boolean };
+  stopOn?: { missing?: boolean; wp?: boolean; minor?: boolean; ioctlError?: boolean };
   /** Report faults unresolved for this long as `stuck` events (default 1000 ms; 0: never). */
   stuckAfterMs?: number;
   library?: string;
@@ -431,7 +442,8 @@ export interface ObserveSessionEvents {
 }
 
 function stopMask(s: ObserveOptions['stopOn']): number {
-  return (s?.missing ? STOP_MISSING : 0) | (s?.wp ? STOP_WP : 0) | (s?.minor ? STOP_MINOR : 0);
+  return (s?.missing ? STOP_MISSING : 0) | (s?.wp ? STOP_WP : 0) | (s?.minor ? STOP_MINOR : 0) |
+    (s?.ioctlError ? STOP_IOCTL_ERROR : 0);
 }
 
 /** One observed program: spawn with the library, stream events, end with a summary. */

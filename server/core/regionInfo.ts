@@ -33,6 +33,7 @@ const VIA: Record<Region['via'], string> = {
   untrack: 'unregistered',
   unmap: 'unmapped',
   remap: 'moved by mremap (registration kept)',
+  observe: 'by the observed program itself (UFFDIO_REGISTER on its own userfaultfd)',
 };
 
 export function describePolicy(p: Policy | null): string {

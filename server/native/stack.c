@@ -279,6 +279,34 @@ static int take_registers(pid_t pid, pid_t tid, struct snapshot *s)
 	return 0;
 }
 
+/*
+ * A thread of a process this helper does not debug (observe mode: the process owns its
+ * userfaultfd). Inside a system call (a handler stopped by the observe library waits in
+ * futex) it is seized and interrupted: the call restarts. Blocked in user mode it waits on a
+ * page fault of the process's own userfaultfd: interrupting it would send that fault to the
+ * handler a second time, so only /proc's pc and sp are used.
+ */
+static int take_thread_registers(pid_t pid, pid_t tid, struct snapshot *s)
+{
+	if (read_syscall_file(pid, tid, s))
+		return -1;
+	if (s->nr < 0) {
+		snprintf(s->note, sizeof(s->note), "thread %d waits on a page fault of its own "
+			 "process's userfaultfd; it is not interrupted (its handler would read the "
+			 "fault twice): only pc and sp are known, the stack may end early", tid);
+		snapshot_from_procfs(s);
+		return 0;
+	}
+	if (!regs_by_seize(pid, tid, s)) {
+		snapshot_from_regs(s);
+		return 0;
+	}
+	snprintf(s->note + strlen(s->note), sizeof(s->note) - strlen(s->note),
+		 "; only pc and sp are known (from /proc), the stack may end early");
+	snapshot_from_procfs(s);
+	return 0;
+}
+
 static void regs_json(struct jbuf *b, const struct snapshot *s)
 {
 	const struct user_regs_struct *r = &s->r;
@@ -690,6 +718,9 @@ static void cache_put(uint64_t seq, pid_t tid, const char *body, size_t len)
 	c->tid = tid;
 }
 
+static void stack_respond(int64_t id, uint64_t seq, pid_t pid, pid_t tid, pid_t child,
+			  struct snapshot *snapp, int max);
+
 static void respond(int64_t id, const char *body, size_t len, int cached)
 {
 	resp_ok_begin(id);
@@ -701,23 +732,43 @@ static void respond(int64_t id, const char *body, size_t len, int cached)
 void stack_cmd(int64_t id, const struct jval *req)
 {
 	struct snapshot snap = { .nr = -1 };
-	struct unwind_out uo;
 	struct cached_stack *c;
-	struct proc_dwfl *p;
-	struct jbuf b = { 0 };
-	char msg[512] = "";
 	int64_t seq, max = MAX_FRAMES_DEFAULT;
 	pid_t tid, child, pid;
-	int r;
 
-	if (!json_int(json_get(req, "seq"), 1, INT64_MAX, &seq)) {
-		resp_err(id, "EPROTO", "stack needs 'seq', the sequence number of a held fault");
-		return;
-	}
 	if (json_get(req, "maxFrames") &&
 	    !json_int(json_get(req, "maxFrames"), 1, MAX_FRAMES_LIMIT, &max)) {
 		resp_err(id, "EPROTO", "'maxFrames' must be a whole number from 1 to %d",
 			 MAX_FRAMES_LIMIT);
+		return;
+	}
+	if (json_get(req, "tid")) {	/* any thread of a process not debugged here */
+		int64_t pp, t;
+
+		if (!json_int(json_get(req, "pid"), 1, INT32_MAX, &pp) ||
+		    !json_int(json_get(req, "tid"), 1, INT32_MAX, &t)) {
+			resp_err(id, "EPROTO", "stack of a thread needs 'pid' and 'tid', positive "
+				 "whole numbers");
+			return;
+		}
+		if (sess.pid && (pid_t)pp == sess.pid) {
+			resp_err(id, "ESTATE", "pid %lld is debugged by this helper: ask for the stack "
+				 "of a held fault with 'seq'", (long long)pp);
+			return;
+		}
+		if (take_thread_registers((pid_t)pp, (pid_t)t, &snap)) {
+			resp_err(id, errno == EBUSY ? "ESTATE" : "ESRCH", errno == EBUSY ?
+				 "thread %lld of pid %lld is running: its stack can be read only while "
+				 "it is blocked" : "no thread %lld in pid %lld", (long long)t,
+				 (long long)pp);
+			return;
+		}
+		stack_respond(id, 0, (pid_t)pp, (pid_t)t, (pid_t)pp, &snap, (int)max);
+		return;
+	}
+	if (!json_int(json_get(req, "seq"), 1, INT64_MAX, &seq)) {
+		resp_err(id, "EPROTO", "stack needs 'seq', the sequence number of a held fault "
+			 "(or 'pid' and 'tid' for a thread of a process not debugged here)");
 		return;
 	}
 	if (!sess.alive || faults_held_thread((uint64_t)seq, &tid, &child)) {
@@ -739,6 +790,19 @@ void stack_cmd(int64_t id, const struct jval *req)
 			 tid, pid, (long long)seq);
 		return;
 	}
+	stack_respond(id, (uint64_t)seq, pid, tid, child, &snap, (int)max);
+}
+
+/* Unwinds from snap and answers; seq 0: a thread, not a held fault (not cached). */
+static void stack_respond(int64_t id, uint64_t seq, pid_t pid, pid_t tid, pid_t child,
+			  struct snapshot *snapp, int max)
+{
+	struct snapshot snap = *snapp;
+	struct unwind_out uo;
+	struct proc_dwfl *p;
+	struct jbuf b = { 0 };
+	char msg[512] = "";
+	int r;
 
 	/* Wire format: StackBody in server/protocol/messages.ts */
 	jb_printf(&b, "{\"seq\":%lld,\"tid\":%d", (long long)seq, tid);
@@ -773,7 +837,8 @@ void stack_cmd(int64_t id, const struct jval *req)
 	else
 		jb_puts(&b, "null");
 	if (b.p) {
-		cache_put((uint64_t)seq, tid, b.p, b.len);
+		if (seq)
+			cache_put(seq, tid, b.p, b.len);
 		respond(id, b.p, b.len, 0);
 	} else {
 		resp_err(id, "ENOMEM", "out of memory writing the stack of fault %lld",

@@ -745,6 +745,20 @@ static void note_range_ioctl(int fd, uint32_t id, uint32_t op, const void *arg, 
 	rec.b.result = r;
 	rec.b.err = r < 0 ? err : 0;
 	rec.b.dur = dur;
+	/* Stop on a failed resolution; EAGAIN is not a failure (the handler retries). */
+	if (r < 0 && err != EAGAIN &&
+	    (atomic_load_explicit(&stop_mask, memory_order_relaxed) & OBS_STOP_IOCTL_ERROR)) {
+		int slot;
+
+		rec.h.seq = atomic_fetch_add(&rec_seq, 1) + 1;
+		slot = stop_slot(rec.h.seq);
+		if (slot >= 0)
+			rec.b.flags |= OBS_IOCTL_STOPPED;
+		emit_urgent(&rec, OBS_IOCTL, sizeof(rec), fd, id, t, slot >= 0);
+		if (slot >= 0)
+			stop_wait(slot, fd, id);
+		return;
+	}
 	emit(&rec, OBS_IOCTL, sizeof(rec), fd, id, t);
 }
 

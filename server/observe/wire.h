@@ -58,6 +58,9 @@ enum obs_cmd {
 #define OBS_STOP_MISSING	1u
 #define OBS_STOP_WP		2u
 #define OBS_STOP_MINOR		4u
+#define OBS_STOP_IOCTL_ERROR	8u	/* after a resolving ioctl failed (not EAGAIN) */
+
+#define OBS_IOCTL_STOPPED	1u	/* the calling thread waits for a continue */
 
 struct obs_hdr {
 	uint16_t type;
@@ -121,7 +124,7 @@ struct obs_read {
 
 struct obs_ioctl {
 	uint32_t op;		/* _UFFDIO_* number: WAKE 2, COPY 3, ZEROPAGE 4, MOVE 5, WP 6, CONTINUE 7, POISON 8 */
-	uint32_t pad;
+	uint32_t flags;		/* OBS_IOCTL_STOPPED */
 	uint64_t start;
 	uint64_t len;
 	uint64_t mode;

@@ -18,7 +18,9 @@ export interface Region {
   /** exec/brk/mmap/mremap: launch tracking; attach/track/scan: attach; untrack: unregistered;
    * unmap/remap: non-cooperative events (a `region` event with action `remove`, or the new
    * place of a moved mapping). */
-  via: 'exec' | 'brk' | 'mmap' | 'mremap' | 'attach' | 'track' | 'scan' | 'untrack' | 'unmap' | 'remap';
+  via: 'exec' | 'brk' | 'mmap' | 'mremap' | 'attach' | 'track' | 'scan' | 'untrack' | 'unmap' | 'remap'
+    /** observe mode: registered by the observed program on its own userfaultfd */
+    | 'observe';
   name?: string;
 }
 
@@ -154,8 +156,11 @@ export interface DirtyBody {
   truncated: boolean;
 }
 
-/** `stack`: the registers and call stack of the thread held on fault `seq`. */
-export interface StackArgs { seq: number; maxFrames?: number }
+/**
+ * `stack`: the registers and call stack of the thread held on fault `seq`, or (`pid` + `tid`)
+ * of a blocked thread of a process this helper does not debug (observe mode).
+ */
+export type StackArgs = { seq: number; maxFrames?: number } | { pid: number; tid: number; maxFrames?: number };
 
 /** One frame, innermost first; a field is absent when unknown. */
 export interface StackFrameInfo {
@@ -399,8 +404,16 @@ export function encodeRequest<C extends Command>(id: number, cmd: C, args: Reque
 
 // ---------------------------------------------------------------- adapter → timeline panel
 
+/**
+ * Observe mode only (not sent by the helper): fault `seq` was read by the program's handler and
+ * has waited `waitedNs` without being resolved (a stuck fault, the classic postcopy hang).
+ * Sent once per fault, at `t`; a later `resolved` for the same `seq` ends it.
+ */
+export interface StuckEvent { type: 'event'; event: 'stuck'; seq: number; t: number; page: Hex; tid: number; waitedNs: number }
+
 /** What the timeline takes besides faults, as the helper sends it without the envelope tag. */
-export type TimelineOtherEvent = Omit<ResolvedEvent, 'type'> | Omit<RegionEvent, 'type'> | Omit<NcEvent, 'type'>;
+export type TimelineOtherEvent =
+  | Omit<ResolvedEvent, 'type'> | Omit<RegionEvent, 'type'> | Omit<NcEvent, 'type'> | Omit<StuckEvent, 'type'>;
 
 /** Value of "0x" followed by 1–16 hex digits, NaN for anything else. One pass that checks and
  * parses: it runs once or twice per fault at a million faults. Exact below 2^53 (every user address). */
@@ -440,12 +453,14 @@ export interface TimelineBatch {
   seq: number[];
   /** t (ns) minus the previous fault's t in this batch (the first fault: its t); may be negative. */
   t: number[];
-  /** Fault address (user addresses are below 2^53: exact as numbers). */
-  addr: number[];
-  /** addr minus the faulting page's address (page = addr - off). */
+  /** Page number (page address / 4096) minus the previous fault's in this batch (the first fault:
+   * its page number): small steps, few digits. */
+  page: number[];
+  /** Fault address minus its page's address (addr = page × 4096 + off; a huge page's start). */
   off: number[];
   /** TB_WRITE | TB_HELD | kind << TB_KIND_SHIFT. */
   flags: number[];
+  /** Thread id minus the previous fault's in this batch (the first fault: its tid). */
   tid: number[];
   /** Index into `ioctls` of the ioctl that resolved the fault; 0: none (held). */
   ioctl: number[];

@@ -76,6 +76,8 @@ export interface ObsIoctl extends ObsBase {
   result: number;
   errno: string | null;
   durNs: number;
+  /** The calling thread waits for `continue` (stop on ioctl error). */
+  stopped: boolean;
 }
 export interface ObsClose extends ObsBase { type: 'close'; result: number; errno: string | null }
 export interface ObsDup extends ObsBase { type: 'dup'; newfd: number }
@@ -92,6 +94,8 @@ export const enum ObsCmd { StopMask = 1, Continue = 2, ContinueAll = 3 }
 export const STOP_MISSING = 1;
 export const STOP_WP = 2;
 export const STOP_MINOR = 4;
+/** Stop the thread whose resolving ioctl failed (not with EAGAIN). */
+export const STOP_IOCTL_ERROR = 8;
 
 export function encodeControl(cmd: ObsCmd, arg = 0, seq = 0): Buffer {
   const b = Buffer.alloc(16);
@@ -195,7 +199,7 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
       if (!op) throw new Error(`observe channel: unknown ioctl number ${b.readUInt32LE(o)}`);
       return { pid, tid, fd, uffd, seq, t, type: 'ioctl', op, start: hex(u64(b, o + 8)), len: u64(b, o + 16),
         mode: u64(b, o + 24), src: hex(u64(b, o + 32)), done: s64(b, o + 40), result: b.readInt32LE(o + 48),
-        errno: errnoName(b.readInt32LE(o + 52)), durNs: u64(b, o + 56) };
+        errno: errnoName(b.readInt32LE(o + 52)), durNs: u64(b, o + 56), stopped: (b.readUInt32LE(o + 4) & 1) !== 0 };
     }
     case 9:
       return { pid, tid, fd, uffd, seq, t, type: 'close', result: b.readInt32LE(o), errno: errnoName(b.readInt32LE(o + 4)) };

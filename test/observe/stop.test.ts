@@ -45,6 +45,28 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
     assert.equal(r.result.summary.resolved, c.faults);
   });
 
+  it('stops the thread whose resolving ioctl failed, before it sees the error', async () => {
+    const stops: { readSeq: number; pid: number; tid: number; errno?: string }[] = [];
+    const states: string[] = [];
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '64', '--twice', '9'], stopOn: { ioctlError: true } }, 60_000,
+      (e, s) => {
+        if (e.event !== 'stopped') return;
+        stops.push({ readSeq: e.readSeq, pid: e.pid, tid: e.tid, errno: e.ioctlError?.errno });
+        setTimeout(() => {
+          states.push(threadState(e.pid, e.tid));
+          s.continue(e.readSeq);
+        }, 150);
+      });
+    assert.equal(r.result.code, 0, r.stderr);
+    assert.match(r.stdout, /check ok pages=64/);
+    assert.deepEqual(stops.map((x) => x.errno), ['EEXIST']);
+    assert.deepEqual(states, ['S'], 'the thread slept until continued');
+    const ioctl = r.records.find((x) => x.type === 'ioctl' && x.stopped);
+    assert.ok(ioctl && ioctl.type === 'ioctl' && ioctl.errno === 'EEXIST' && ioctl.seq === stops[0].readSeq);
+    assert.ok(r.events.some((e) => e.event === 'continued' && e.readSeq === stops[0].readSeq));
+    assert.equal(handlerCounts(r.stderr).eexist, 1, 'the handler saw EEXIST as without the observer');
+  });
+
   it('lets stopped threads go when the observer goes away', async () => {
     let killedChannel = false;
     const r = await observe({ program: POSTCOPY, args: ['--pages', '128'], stopOn: { missing: true } }, 60_000,

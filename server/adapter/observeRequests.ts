@@ -1,0 +1,314 @@
+// The DAP side of observe mode (`observe: true`): translates requests into
+// ObserveDebugSession calls and its events into DAP events. UffdDebugSession hands every
+// request here when the launch asked for observe mode. Logic belongs in server/core/observeDebug.ts.
+import {
+  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  Thread, Variable,
+} from '@vscode/debugadapter';
+import { DebugProtocol } from '@vscode/debugprotocol';
+import { constants } from 'node:os';
+import type { TimelineInput } from '../core/batcher';
+import { CONDITION_SYNTAX } from '../core/filters';
+import {
+  describeObservedFault, IOCTL_CONDITION_SYNTAX, ObserveDebugSession, ObserveLaunchConfig, ObserveStop, summaryText,
+  WAIT_CONDITION_SYNTAX,
+} from '../core/observeDebug';
+import { basename, frameViews, registerViews } from '../core/symbolize';
+import { hex } from '../core/procfs';
+import type { StackBody } from '../protocol/messages';
+
+/** What the observe branch needs from the DAP session that owns it. */
+export interface ObserveHost {
+  sendEvent(e: DebugProtocol.Event): void;
+  sendResponse(r: DebugProtocol.Response): void;
+  fail(r: DebugProtocol.Response, id: number, e: unknown): void;
+  timeline(e: TimelineInput): void;
+  flushTimeline(): void;
+  end(): void;
+}
+
+const FAULT_CONDITION = 'e.g. [heap] tid=1234 hit>=3 — a range 0xSTART-0xEND or mapping name, tid=N (the faulting thread), hit>=N | hit=N | every=N';
+
+/** The Breakpoints view in observe mode. */
+export const OBSERVE_FILTERS: DebugProtocol.ExceptionBreakpointsFilter[] = [
+  { filter: 'missing', label: 'Missing-page faults', default: false, supportsCondition: true, conditionDescription: FAULT_CONDITION,
+    description: 'Stop the handler thread right after it reads a missing-page fault, before it resolves it.' },
+  { filter: 'wp', label: 'Write-protect faults', default: false, supportsCondition: true, conditionDescription: FAULT_CONDITION,
+    description: 'Stop the handler thread right after it reads a write-protect fault.' },
+  { filter: 'minor', label: 'Minor faults', default: false, supportsCondition: true, conditionDescription: FAULT_CONDITION,
+    description: 'Stop the handler thread right after it reads a minor fault.' },
+  { filter: 'ioctlError', label: 'Handler ioctl error', default: false, supportsCondition: true,
+    conditionDescription: 'e.g. EEXIST — errno names, a range or mapping name, hit>=N | hit=N | every=N',
+    description: 'Stop the handler thread whose resolving ioctl (UFFDIO_COPY, ZEROPAGE, CONTINUE, …) failed, before it sees the error. EAGAIN does not stop unless named.' },
+  { filter: 'waitTooLong', label: 'Fault waiting too long', default: false, supportsCondition: true,
+    conditionDescription: 'e.g. 200ms [heap] — the wait in ms (default stopOnWaitMs), a range or mapping name, tid=N, a hit count',
+    description: 'Show the faulting thread when a fault read by the handler has waited longer than N ms without being resolved (a stuck fault). The thread is already blocked by its handler.' },
+];
+
+type Ref = { kind: 'fault'; tid: number } | { kind: 'registers'; tid: number } | { kind: 'uffds' };
+
+export class ObserveRequests {
+  readonly core = new ObserveDebugSession();
+  private refs = new Handles<Ref>();
+  private frames = new Handles<number>();
+  private stacks = new Map<number, Promise<StackBody>>();
+  private launched = false;
+
+  constructor(private readonly host: ObserveHost) {
+    const c = this.core;
+    c.on('timeline', (e) => host.timeline(e));
+    c.on('output', (stream, data) => host.sendEvent(new OutputEvent(data, stream)));
+    c.on('console', (line) => host.sendEvent(new OutputEvent(`${line}\n`, 'console')));
+    c.on('stopped', (s) => this.onStopped(s));
+    c.on('continued', (tid) => host.sendEvent(new ContinuedEvent(tid, false)));
+    c.on('exited', (x) => {
+      host.flushTimeline();
+      host.sendEvent(new OutputEvent(x.text, 'console'));
+      const code = x.signal ? 128 + (constants.signals[x.signal as NodeJS.Signals] ?? 0) : (x.code ?? 0);
+      host.sendEvent(new OutputEvent(`Program ${x.signal ? `was killed by ${x.signal}` : `exited with code ${x.code}`}.\n`, 'console'));
+      host.sendEvent(new ExitedEvent(code));
+      host.end();
+    });
+  }
+
+  private onStopped(s: ObserveStop): void {
+    this.host.flushTimeline();
+    this.stacks.delete(s.tid);
+    const ev = new StoppedEvent(s.reason, s.tid) as DebugProtocol.StoppedEvent;
+    ev.body.allThreadsStopped = false;
+    ev.body.description = s.description;
+    const f = s.faults[0];
+    ev.body.text = s.ioctlError
+      ? `UFFDIO_${s.ioctlError.op} ${s.ioctlError.start} (+${s.ioctlError.len}) failed with ${s.ioctlError.errno} in thread ${s.tid}`
+      : f ? `${describeObservedFault(f)} (page ${f.page}, faulting thread ${f.tid}, read by thread ${f.reader}, fault #${f.seq})` : s.description;
+    this.host.sendEvent(ev);
+  }
+
+  launch(response: DebugProtocol.LaunchResponse, cfg: ObserveLaunchConfig): void {
+    try {
+      const { library } = this.core.prepare(cfg);
+      this.launched = true;
+      this.host.sendEvent(new OutputEvent(
+        `uffd-debug observe mode: ${cfg.program} runs with ${library} preloaded and keeps its own userfaultfd; ` +
+        `faults stop the handler thread after it reads them (filters in the Breakpoints view)\n`, 'console'));
+      this.host.sendResponse(response);
+      // stopOnIoctlError: that filter starts enabled in the Breakpoints view.
+      const filters = OBSERVE_FILTERS.map((f) => (f.filter === 'ioctlError' ? { ...f, default: cfg.stopOnIoctlError === true } : f));
+      this.host.sendEvent(new CapabilitiesEvent({ exceptionBreakpointFilters: filters }));
+      this.host.sendEvent(new InitializedEvent());
+    } catch (e) {
+      this.host.fail(response, 1101, e);
+    }
+  }
+
+  setExceptionBreakpoints(response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments): void {
+    const list = [
+      ...(args.filters ?? []).map((id) => ({ id })),
+      ...(args.filterOptions ?? []).map((f) => ({ id: f.filterId, condition: f.condition })),
+    ];
+    const results = this.core.setFilters(list);
+    response.body = { breakpoints: results.map((r) => ({ verified: r.verified, ...(r.message ? { message: r.message } : {}) })) };
+    this.host.sendResponse(response);
+    const bad = results.filter((r) => !r.verified);
+    if (bad.length > 0) this.host.sendEvent(new OutputEvent(`uffd-debug: ${bad.map((r) => r.message).join('\n')}\n`, 'console'));
+  }
+
+  async configurationDone(response: DebugProtocol.ConfigurationDoneResponse): Promise<void> {
+    this.host.sendResponse(response);
+    try {
+      const pid = await this.core.start();
+      this.host.sendEvent(new OutputEvent(`uffd-debug: observing pid ${pid}\n`, 'console'));
+    } catch (e) {
+      this.host.sendEvent(new OutputEvent(`uffd-debug: could not start the program: ${(e as Error).message}\n`, 'stderr'));
+      this.host.end();
+    }
+  }
+
+  threads(response: DebugProtocol.ThreadsResponse): void {
+    const tasks = this.core.threads();
+    const threads = tasks.map((t) => new Thread(t.tid, `${t.name} [${t.tid}]`));
+    // A stopped thread of a forked handler process (not in the program's own task list).
+    for (const s of this.core.allStops()) if (!tasks.some((t) => t.tid === s.tid)) threads.push(new Thread(s.tid, `pid ${s.pid} [${s.tid}]`));
+    response.body = { threads };
+    this.host.sendResponse(response);
+  }
+
+  private stackOf(tid: number): Promise<StackBody> {
+    let p = this.stacks.get(tid);
+    if (!p) {
+      p = this.core.stack(tid);
+      this.stacks.set(tid, p);
+      p.catch(() => this.stacks.delete(tid));
+    }
+    return p;
+  }
+
+  async stackTrace(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): Promise<void> {
+    const s = this.core.stopFor(args.threadId);
+    const frames: DebugProtocol.StackFrame[] = [];
+    if (s) {
+      const label = new StackFrame(this.frames.create(s.tid), s.description) as DebugProtocol.StackFrame;
+      label.presentationHint = 'label';
+      frames.push(label);
+      try {
+        const stack = await this.stackOf(s.tid);
+        frameViews(stack).forEach((v, i) => {
+          const frame: DebugProtocol.StackFrame = v.sourceAvailable
+            ? new StackFrame(this.frames.create(s.tid), v.name, new Source(basename(v.file!), v.file!), v.line!, v.column ?? 1)
+            : new StackFrame(this.frames.create(s.tid), v.name);
+          if (!v.sourceAvailable && i > 0) frame.presentationHint = 'subtle';
+          frame.instructionPointerReference = hex(v.pc);
+          if (v.module) frame.moduleId = v.module;
+          frames.push(frame);
+        });
+        if (stack.note) {
+          const end = new StackFrame(this.frames.create(s.tid), `(stack may be incomplete: ${stack.note})`) as DebugProtocol.StackFrame;
+          end.presentationHint = 'label';
+          frames.push(end);
+        }
+      } catch (e) {
+        const end = new StackFrame(this.frames.create(s.tid), `(no stack: ${(e as Error).message})`) as DebugProtocol.StackFrame;
+        end.presentationHint = 'label';
+        frames.push(end);
+      }
+    }
+    const start = args.startFrame ?? 0;
+    const levels = args.levels ? args.levels : frames.length;
+    response.body = { stackFrames: frames.slice(start, start + levels), totalFrames: frames.length };
+    this.host.sendResponse(response);
+  }
+
+  scopes(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
+    const tid = this.frames.get(args.frameId);
+    const s = tid !== undefined ? this.core.stopFor(tid) : undefined;
+    const scopes: DebugProtocol.Scope[] = [];
+    if (s) {
+      scopes.push(new Scope(s.ioctlError ? 'Ioctl error' : 'Fault', this.refs.create({ kind: 'fault', tid: s.tid }), false));
+      scopes.push(new Scope('Registers', this.refs.create({ kind: 'registers', tid: s.tid }), true));
+    }
+    scopes.push(new Scope('Userfaultfds', this.refs.create({ kind: 'uffds' }), true));
+    response.body = { scopes };
+    this.host.sendResponse(response);
+  }
+
+  async variables(response: DebugProtocol.VariablesResponse, args: DebugProtocol.VariablesArguments): Promise<void> {
+    const ref = this.refs.get(args.variablesReference);
+    let vars: DebugProtocol.Variable[] = [];
+    try {
+      if (ref?.kind === 'fault') vars = this.stopVariables(ref.tid);
+      else if (ref?.kind === 'registers') {
+        const stack = await this.stackOf(ref.tid);
+        vars = registerViews(stack, () => false).map((r) => new Variable(r.name, r.value));
+        if (stack.note) vars.push(new Variable('(note)', stack.note));
+      } else if (ref?.kind === 'uffds') {
+        vars = this.core.summaryNow().uffds.map((u) => new Variable(u.id, `${u.how}, features ${u.features ?? '?'}, ` +
+          (u.ranges.map((r) => `${r.start} +${r.len} mode ${r.mode}`).join(', ') || 'no range registered')));
+      }
+    } catch (e) {
+      vars = [new Variable('error', (e as Error).message)];
+    }
+    response.body = { variables: vars };
+    this.host.sendResponse(response);
+  }
+
+  private stopVariables(tid: number): DebugProtocol.Variable[] {
+    const s = this.core.stopFor(tid);
+    if (!s) return [new Variable('state', 'running again')];
+    if (s.ioctlError) {
+      const x = s.ioctlError;
+      return [
+        new Variable('ioctl', `UFFDIO_${x.op}`),
+        new Variable('start', x.start),
+        new Variable('length', `${x.len} bytes`),
+        new Variable('errno', x.errno),
+        new Variable('thread', String(s.tid)),
+        new Variable('resolve', 'Continue: the handler sees the error as it would without the debugger'),
+      ];
+    }
+    const now = Number(process.hrtime.bigint());
+    const vars: DebugProtocol.Variable[] = [];
+    s.faults.forEach((f, i) => {
+      const p = i === 0 ? '' : `#${f.seq} `;
+      vars.push(
+        new Variable(`${p}address`, f.addr),
+        new Variable(`${p}page`, f.page),
+        new Variable(`${p}access`, f.access),
+        new Variable(`${p}kind`, f.kind),
+        new Variable(`${p}faulting thread`, String(f.tid)),
+        new Variable(`${p}read by`, `thread ${f.reader} of pid ${f.pid}`),
+        new Variable(`${p}userfaultfd`, f.uffd + (f.unregistered ? ' (outside every registered range)' : '')),
+        new Variable(`${p}waited`, `${((now - f.t) / 1e6).toFixed(1)} ms`),
+        new Variable(`${p}sequence`, `#${f.seq}`),
+      );
+    });
+    vars.push(new Variable('resolve', s.reason === 'wait too long'
+      ? 'the handler has not resolved it; Continue keeps watching (the thread still waits)'
+      : ObserveDebugSession.RESOLVE_REFUSAL));
+    return vars;
+  }
+
+  continue(response: DebugProtocol.ContinueResponse): void {
+    this.resetRefs();
+    this.core.continueAll();
+    response.body = { allThreadsContinued: true };
+    this.host.sendResponse(response);
+  }
+
+  /** Step Over / Into / Out: only this thread runs on (the handler stops again on the next filter match). */
+  step(response: DebugProtocol.Response, threadId: number): void {
+    try {
+      this.resetRefs();
+      this.core.continueThread(threadId);
+      this.host.sendResponse(response);
+    } catch (e) {
+      this.host.fail(response, 1102, e);
+    }
+  }
+
+  pause(response: DebugProtocol.PauseResponse): void {
+    this.host.fail(response, 1103, new Error('observe mode cannot pause the program: enable a fault filter in the Breakpoints ' +
+      'view to stop the handler on its next fault read'));
+  }
+
+  unsupported(response: DebugProtocol.Response): void {
+    this.host.fail(response, 1104, new Error(`observe mode does not support '${response.command}': ${ObserveDebugSession.RESOLVE_REFUSAL}`));
+  }
+
+  evaluate(response: DebugProtocol.EvaluateResponse, args: DebugProtocol.EvaluateArguments): void {
+    const cmd = args.expression.trim();
+    let result: string;
+    if (cmd === 'summary' || cmd === 'stats') result = summaryText(this.core.summaryNow()).trim();
+    else if (cmd === 'threads') result = this.core.threads().map((t) => `${t.tid} ${t.name} ${t.state} ${t.wchan}`).join('\n');
+    else if (cmd === 'stopped') {
+      result = this.core.allStops().map((s) => `thread ${s.tid}: ${s.description}`).join('\n') || 'no thread is stopped';
+    } else if (cmd === 'help' || cmd === '') {
+      result = 'observe mode commands: summary (figures and problems so far), threads, stopped, help.\n' +
+        `Fault filter conditions: ${CONDITION_SYNTAX}\nHandler ioctl error: ${IOCTL_CONDITION_SYNTAX}\nFault waiting too long: ${WAIT_CONDITION_SYNTAX}`;
+    } else {
+      this.host.fail(response, 1105, new Error(`'${cmd}' is not an observe mode command: summary, threads, stopped, help`));
+      return;
+    }
+    response.body = { result, variablesReference: 0 };
+    this.host.sendResponse(response);
+  }
+
+  terminate(response: DebugProtocol.TerminateResponse): void {
+    this.core.terminate();
+    this.host.sendResponse(response);
+  }
+
+  async disconnect(response: DebugProtocol.DisconnectResponse, args: DebugProtocol.DisconnectArguments): Promise<void> {
+    try {
+      // A launched program ends with the session unless the client asks to keep it.
+      await this.core.dispose(this.launched && args?.terminateDebuggee !== false && !this.core.ended);
+    } finally {
+      this.host.sendResponse(response);
+    }
+  }
+
+  private resetRefs(): void {
+    this.refs.reset();
+    this.frames.reset();
+    this.stacks.clear();
+  }
+}
