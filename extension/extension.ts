@@ -164,9 +164,15 @@ class FailureTracker implements vscode.DebugAdapterTrackerFactory {
       const action = await vscode.window.showErrorMessage(`uffd-debug: ${message}`, 'Show Log');
       if (action === 'Show Log') log.show(true);
     };
+    // VS Code reports the adapter's stdout closing as an error ("read error") even at a normal end.
+    let ending = false;
     return {
+      onWillStopSession() {
+        ending = true;
+      },
       onDidSendMessage(m: { type: string; event?: string; body?: { line?: string; message?: string };
         success?: boolean; command?: string; message?: string }) {
+        if (m.type === 'event' && m.event === 'terminated') ending = true;
         if (m.type === 'event' && m.event === 'uffd/log' && m.body?.line) {
           log.appendLine(m.body.line);
         } else if (m.type === 'event' && m.event === 'uffd/error' && m.body?.message) {
@@ -177,6 +183,7 @@ class FailureTracker implements vscode.DebugAdapterTrackerFactory {
         }
       },
       onError(e: Error) {
+        if (ending) return;
         void showFailure(`the debug adapter failed: ${e.message}`);
       },
       onExit(code: number | undefined, signal: string | undefined) {

@@ -1,7 +1,10 @@
 // End-to-end test in a real VS Code: code-server serves the workbench, Debian's chromium renders it
 // (through playwright-core), and the extension under development runs in a real extension host.
-// The suite inside the host (test/vscode/suite/index.js) starts a debug session of the demo; this
-// side waits for the paused UI, screenshots it, and tells the suite to go on through $E2E_DIR.
+// The suite inside the host (test/vscode/suite/index.js) starts a debug session of the demo and
+// checks the DAP traffic; this side drives and reads the workbench like a user: the paused UI and
+// the timeline click, Step Over to the program's touching line (Call Stack, editor), the VMA and
+// Registers scopes, "Resolve Page…" with a byte pattern, and the program's end in the Debug
+// Console. The two sides meet through files in $E2E_DIR.
 /* global window, document */  // page.evaluate callbacks run in the browser
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -24,6 +27,15 @@ const artifactsDir = path.join(repoRoot, 'test', 'artifacts');
 const CHROMIUM = '/usr/bin/chromium';
 
 const LAUNCH_NAME = 'uffd: touch demo';
+const PAGES = 64;
+const TOUCH_C = path.join(repoRoot, 'demo', 'touch.c');
+const RESOLVE_PATTERN = 0x5a; // typed into "Resolve Page…"'s input box (its default is 0xaa)
+const MAX_STEPS = 60; // Step Over presses from the first fault (in ld.so) to the first touch of the region
+// What the VMA scope must decode for touch's anonymous region (rw-p, registered for missing faults).
+const REGION_FLAGS = {
+  rd: 'readable', wr: 'writeable', mr: 'may read', mw: 'may write', me: 'may execute',
+  ac: 'area is accountable', um: 'userfaultfd missing tracking',
+};
 const HEALTH_TIMEOUT_MS = 60_000;
 const PAUSED_UI_TIMEOUT_MS = 120_000; // workbench 6-10 s, activation 11-19 s on 2 cores, then the session
 const SUITE_TIMEOUT_MS = 150_000;
@@ -127,7 +139,7 @@ function writeWorkspace(e2eDir) {
       request: 'launch',
       name: LAUNCH_NAME,
       program: path.join(repoRoot, 'demo', 'bin', 'touch'),
-      args: ['--pages', '64'],
+      args: ['--pages', String(PAGES)],
       stopOnFirstFault: true,
     }],
   }, null, 2));
@@ -137,6 +149,8 @@ function writeWorkspace(e2eDir) {
     'telemetry.telemetryLevel': 'off',
     'extensions.autoCheckUpdates': false,
     'extensions.autoUpdate': false,
+    'workbench.tree.enableStickyScroll': false, // one row per element in the Variables and Call Stack trees
+    'git.openRepositoryInParentFolders': 'never', // no "Git repositories were found" toast over the screenshots
   }, null, 2));
   return dirs;
 }
@@ -224,6 +238,111 @@ async function timelineFrame(page, timeoutMs) {
   throw new Error(`no timeline webview appeared within ${timeoutMs / 1000} s`);
 }
 
+// ---- Reading and driving the workbench: every check below is on what the DOM renders. ----
+
+/** Polls check() (async, returns a truthy value when satisfied) until it does or ms pass. */
+async function eventually(what, check, ms = 30_000, intervalMs = 200) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+    }
+    await delay(intervalMs);
+  }
+}
+
+/** The rows a workbench tree/list renders under root, in list order (it renders only what is in view). */
+function listRows(page, root) {
+  return page.evaluate((selector) => {
+    const rows = [...document.querySelectorAll(`${selector} .monaco-list-row:not(.monaco-tree-sticky-row)`)];
+    return rows.map((row) => ({
+      index: Number(row.dataset.index),
+      level: Number(row.getAttribute('aria-level') ?? 0),
+      expanded: row.getAttribute('aria-expanded'),
+      text: row.innerText.replace(/\s+/g, ' ').trim(),
+      // Call Stack frame rows
+      label: row.querySelector('.stack-frame .label')?.textContent?.trim() ?? null,
+      file: row.querySelector('.stack-frame .file-name')?.textContent?.trim() ?? null,
+      line: row.querySelector('.stack-frame .line-number')?.textContent?.trim() ?? null,
+      // Variables rows
+      scope: row.querySelector('.scope')?.textContent?.trim() ?? null,
+      name: row.querySelector('.expression .name')?.textContent?.replace(/\s*[:=]\s*$/, '').trim() ?? null,
+      value: row.querySelector('.expression .value')?.textContent?.trim() ?? null,
+    })).sort((a, b) => a.index - b.index);
+  }, root);
+}
+
+const callStackRows = (page) => listRows(page, '.debug-call-stack');
+const variableRows = (page) => listRows(page, '.debug-variables');
+
+/** The fault the Call Stack names in its label frame ("page fault #N: ..."). */
+async function shownFaultSeq(page) {
+  const rows = await callStackRows(page);
+  const m = rows.map((r) => /page fault #(\d+)/.exec(r.text)).find(Boolean);
+  return m ? Number(m[1]) : null;
+}
+
+/** A button of the floating debug toolbar, by its title. */
+function toolbarButton(page, title) {
+  return page.locator('.debug-toolbar').getByRole('button', { name: title });
+}
+
+/** Clicks a scope or variable row in the Variables view to expand (or collapse) it. */
+async function setExpanded(page, name, expanded) {
+  // The tree may re-render between reading a row and clicking it: read and click again until it holds.
+  await eventually(`a '${name}' row in the Variables view to click`, async () => {
+    const rows = await variableRows(page);
+    const row = rows.find((r) => r.scope === name || r.name === name);
+    if (!row) throw new Error(`no '${name}' row in the Variables view: ${rows.map((r) => r.text).join(' | ')}`);
+    if ((row.expanded === 'true') === expanded) return true;
+    await page.locator(`.debug-variables .monaco-list-row:not(.monaco-tree-sticky-row)[data-index="${row.index}"]`).click({ timeout: 2_000 });
+    return true;
+  }, 15_000, 300);
+  await eventually(`'${name}' ${expanded ? 'expanded' : 'collapsed'} in the Variables view`, async () =>
+    (await variableRows(page)).some((r) => (r.scope === name || r.name === name) && (r.expanded === 'true') === expanded), 15_000);
+}
+
+/** Scrolls the Variables view until a row satisfies match (it renders only the rows in view). */
+async function findVariableRow(page, what, match, ms = 20_000, step = 120) {
+  const list = page.locator('.debug-variables .monaco-list').first();
+  return eventually(what, async () => {
+    const rows = await variableRows(page);
+    const row = rows.find(match);
+    if (row) {
+      await page.locator(`.debug-variables .monaco-list-row:not(.monaco-tree-sticky-row)[data-index="${row.index}"]`).scrollIntoViewIfNeeded();
+      return row;
+    }
+    await list.hover();
+    await page.mouse.wheel(0, step);
+    return null;
+  }, ms, 300);
+}
+
+/** 1-based line in file holding all of texts. */
+function lineOf(file, ...texts) {
+  const i = readFileSync(file, 'utf8').split('\n').findIndex((l) => texts.every((t) => l.includes(t)));
+  assert.ok(i >= 0, `${texts.join(' … ')} in ${file}`);
+  return i + 1;
+}
+
+/**
+ * touch's checksum after page `pattern`-filled by hand: every page p holds (p & 0xff) | 1 in its
+ * first byte (written by the program after the resolve), the resolved page also `pattern` in its
+ * 4095 other bytes.
+ */
+function touchChecksum(pages, pattern) {
+  let sum = 0;
+  for (let p = 0; p < pages; p++) sum += (p & 0xff) | 1;
+  return (sum + 4095 * pattern).toString(16);
+}
+
 function workbenchUrl(baseUrl, port, workspace) {
   const remote = (file) => `vscode-remote://127.0.0.1:${port}${file}`;
   const payload = [
@@ -237,17 +356,173 @@ function readIfExists(file) {
   return existsSync(file) ? readFileSync(file, 'utf8').trim() : '(none)';
 }
 
+/**
+ * From the first stop (in the dynamic loader): Step Over from the debug toolbar until the Call
+ * Stack shows the program's own touching line, check the Call Stack, the editor, the VMA and
+ * Registers scopes, then "Resolve Page…" from the toolbar with a byte pattern, and see the
+ * program run to its end with the checksum that pattern gives.
+ */
+async function driveToResolve(page, e2eDir) {
+  const touchLine = lineOf(TOUCH_C, 'region[p * PAGE] = ', '/* TOUCH */');
+  const callLine = lineOf(TOUCH_C, 'toucher(&shares[0]);');
+  const atTouch = (rows) => rows.find((r) => r.label === 'toucher' && r.file === 'touch.c');
+
+  // 1. Step Over (resolve this fault, stop on the next one) until the faulting frame is touch.c's.
+  let steps = 0;
+  for (;;) {
+    const seq = await eventually('the Call Stack to name the held fault', () => shownFaultSeq(page), 30_000);
+    // The rest of the stack arrives a moment after the top: give it that moment.
+    const rows = await eventually(`the frames of fault #${seq}`, async () => {
+      const r = await callStackRows(page);
+      return r.filter((x) => x.label !== null).length >= 2 ? r : null;
+    }, 10_000).catch(() => callStackRows(page));
+    if (atTouch(rows)) break;
+    assert.ok(steps < MAX_STEPS, `no stop on touch.c's TOUCH line after ${steps} steps; the Call Stack shows: ${rows.map((r) => r.text).join(' | ')}`);
+    await toolbarButton(page, /^Step Over/).click({ timeout: 30_000 });
+    steps++;
+    await eventually(`a new stop after Step Over #${steps} (from fault #${seq})`, async () => {
+      const now = await shownFaultSeq(page);
+      return now !== null && now > seq;
+    }, 30_000);
+  }
+
+  // The Call Stack: the label, the faulting frame at the TOUCH line, main at its call, libc as a
+  // module frame (frames without source are subtle: VS Code folds them under "Show N More Stack Frames").
+  await eventually('main in the Call Stack', async () => (await callStackRows(page)).some((x) => x.label === 'main'), 15_000);
+  const more = page.locator('.debug-call-stack .monaco-list-row', { hasText: /Show \d+ More Stack Frames?/ }).first();
+  if (await more.isVisible()) await more.click();
+  const rows = await eventually('the libc frames of the touching fault', async () => {
+    const r = await callStackRows(page);
+    return r.some((x) => /\(libc\.so\.6\)$/.test(x.label ?? '')) ? r : null;
+  }, 15_000);
+  const frames = rows.filter((r) => r.label !== null);
+  const labelRow = rows.find((r) => /^page fault #\d+: missing write at 0x[0-9a-f]+/.test(r.text));
+  assert.ok(labelRow, `the Call Stack names the fault: ${rows.map((r) => r.text).join(' | ')}`);
+  const top = frames.find((r) => !/^page fault #/.test(r.label));
+  assert.equal(top.label, 'toucher', `the first real frame is the touching function: ${frames.map((r) => r.text).join(' | ')}`);
+  assert.equal(top.file, 'touch.c');
+  assert.match(top.line, new RegExp(`^${touchLine}(:\\d+)?$`), `the faulting frame is at the /* TOUCH */ line ${touchLine}`);
+  const main = frames.find((r) => r.label === 'main');
+  assert.equal(main.file, 'touch.c');
+  assert.match(main.line, new RegExp(`^${callLine}(:\\d+)?$`), `main's frame is at its call of toucher (line ${callLine})`);
+  const libc = frames.find((r) => /\(libc\.so\.6\)$/.test(r.label));
+  assert.ok(frames.indexOf(main) < frames.indexOf(libc), 'main before its caller in libc');
+
+  // The editor: touch.c open at that line, with the stopped-line decoration on it.
+  const editor = await eventually('touch.c in the active editor with the top-stack-frame decoration', async () => {
+    const state = await page.evaluate(() => {
+      const group = document.querySelector('.editor-group-container.active');
+      const tab = group?.querySelector('.tab.active')?.textContent?.trim() ?? null;
+      const ed = group?.querySelector('.monaco-editor');
+      const deco = ed?.querySelector('.view-overlays .debug-top-stack-frame-line');
+      if (!ed || !deco) return { tab };
+      const top = deco.parentElement.getBoundingClientRect().top;
+      const number = [...ed.querySelectorAll('.margin .line-numbers')]
+        .find((n) => Math.abs(n.parentElement.getBoundingClientRect().top - top) < 2)?.textContent?.trim();
+      const glyph = !!ed.querySelector('.margin .codicon-debug-stackframe');
+      const status = [...document.querySelectorAll('.statusbar-item')].map((i) => i.textContent.trim()).find((t) => /^Ln \d+/.test(t)) ?? null;
+      return { tab, number: Number(number), glyph, status };
+    });
+    return state.tab?.startsWith('touch.c') && state.number === touchLine ? state : null;
+  }, 20_000);
+  assert.ok(editor.glyph, 'the glyph margin shows the stack-frame arrow');
+  assert.match(editor.status ?? '', new RegExp(`^Ln ${touchLine},`), 'the cursor is on the faulting line');
+  await page.mouse.move(900, 500); // no toolbar tooltip in the picture
+  await delay(500); // let the views settle for the picture
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-callstack-source.png') });
+
+  // 2. The Variables view: the VMA scope with VmFlags decoded, one row per code with its meaning.
+  await setExpanded(page, 'Fault', false);
+  await setExpanded(page, 'VMA', true);
+  const vmflags = await findVariableRow(page, 'the VmFlags row of the VMA scope', (r) => r.name === 'VmFlags');
+  for (const code of Object.keys(REGION_FLAGS)) {
+    assert.match(vmflags.value, new RegExp(`\\b${code}\\b`), `VmFlags lists ${code}`);
+  }
+  await setExpanded(page, 'VmFlags', true);
+  for (const [code, meaning] of Object.entries(REGION_FLAGS)) {
+    const row = await findVariableRow(page, `the decoded VmFlags row '${code}'`, (r) => r.name === code && r.level >= 3);
+    assert.equal(row.value, meaning, `${code} is explained`);
+  }
+  const modes = await findVariableRow(page, "the VMA's 'userfaultfd modes' row", (r) => r.name === 'userfaultfd modes');
+  assert.match(modes.value, /missing/, 'the region is registered for missing faults (um)');
+  await page.locator('.debug-variables .monaco-list-row', { hasText: 'VmFlags' }).first().scrollIntoViewIfNeeded();
+  await page.mouse.move(900, 500); // no hover over a variable in the picture
+  await delay(500);
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-vma-scope.png') });
+
+  // The Registers scope shows rip.
+  await setExpanded(page, 'VMA', false);
+  await setExpanded(page, 'Registers', true);
+  const rip = await findVariableRow(page, "the Registers scope's rip", (r) => r.name === 'rip');
+  assert.match(rip.value, /^0x[0-9a-f]+/, `rip is an address: ${rip.value}`);
+  // Back to the Fault scope alone for the next picture: the view's Collapse All, then Fault.
+  await page.locator('.pane-header', { hasText: 'Variables' }).hover();
+  await page.locator('.pane-header', { hasText: 'Variables' }).getByRole('button', { name: 'Collapse All' }).click({ timeout: 10_000 });
+  await setExpanded(page, 'Fault', true);
+
+  // 3. "Resolve Page…" from the debug toolbar; a byte pattern from its quick pick and input box.
+  await toolbarButton(page, /Resolve Page/).click({ timeout: 30_000 });
+  const quick = page.locator('.quick-input-widget');
+  await quick.getByText('Resolve the page this thread faulted on').waitFor({ state: 'visible', timeout: 30_000 });
+  // What the kernel accepts for a missing fault on anonymous memory; not UFFDIO_CONTINUE (minor
+  // faults) nor un-protect (write-protect faults).
+  for (const way of ['Default', 'Zero page', 'Fill with a byte pattern…', 'Copy from a file…', 'Poison', 'Wake only', 'Apply to a range of pages…']) {
+    await quick.locator('.monaco-list-row', { hasText: way }).first().waitFor({ state: 'visible', timeout: 10_000 });
+  }
+  const offered = await quick.locator('.monaco-list-row .label-name').allTextContents();
+  for (const absent of ['Continue', 'Un-protect']) {
+    assert.ok(!offered.some((label) => label.trim() === absent), `'${absent}' is not offered for a missing fault: ${offered.join(' | ')}`);
+  }
+  // Down to the byte pattern with the keyboard, as a user would, then Enter.
+  const input = quick.locator('input.input').first();
+  const focusedWay = () => quick.locator('.monaco-list-row.focused .label-name').first().textContent({ timeout: 5_000 }).catch(() => '');
+  for (let i = 0; i < 12 && !(await focusedWay()).includes('Fill with a byte pattern'); i++) await input.press('ArrowDown');
+  assert.match(await focusedWay(), /Fill with a byte pattern/, 'the byte pattern is the active item');
+  await page.mouse.move(900, 700);
+  await delay(300);
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-resolve-page.png') });
+  await input.press('Enter');
+  await quick.getByText(/Byte value to fill the page with/).waitFor({ state: 'visible', timeout: 15_000 });
+  assert.equal(await input.inputValue(), '0xaa', 'the input box offers a default pattern');
+  await input.fill(`0x${RESOLVE_PATTERN.toString(16)}`);
+  await input.press('Enter');
+  await quick.waitFor({ state: 'hidden', timeout: 15_000 });
+  await eventually('the status bar to say the page was resolved', async () =>
+    /uffd-debug: page 0x[0-9a-f]+ resolved with UFFDIO_COPY/.test(await page.locator('.statusbar').innerText()), 10_000, 100);
+
+  // The thread runs on from the filled page; nothing else is held, so the program runs to its
+  // end (should another stop appear, Continue from the toolbar). The Debug Console shows its output.
+  const checksum = touchChecksum(PAGES, RESOLVE_PATTERN);
+  await eventually('the session to end with the checksum in the Debug Console', async () => {
+    const repl = await page.locator('.repl').first().innerText().catch(() => '');
+    if (repl.includes(`checksum ${checksum} touched ${PAGES}`) && repl.includes('exited with code 0') &&
+      !(await page.locator('.debug-toolbar').first().isVisible())) return true;
+    const cont = toolbarButton(page, /^Continue/);
+    if (await cont.isVisible() && await cont.isEnabled()) await cont.click({ timeout: 5_000 }).catch(() => {});
+    return false;
+  }, 60_000, 500);
+  const repl = await page.locator('.repl').first().innerText();
+  assert.match(repl, /region 0x[0-9a-f]+ pages 64/, 'the program\'s first output line is in the Debug Console');
+  // A normal end raises no error (VS Code calls the closing of the adapter's stdout a "read error").
+  await delay(1_500);
+  const toasts = await page.evaluate(() => document.querySelector('.notifications-toasts')?.innerText ?? '');
+  assert.doesNotMatch(toasts, /uffd-debug:/, `no uffd-debug notification at the end: ${toasts}`);
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-resolved-exit.png') });
+  writeFileSync(path.join(e2eDir, 'steps.txt'), `${steps}\n`);
+}
+
 let entry;
 before(() => {
   entry = ensureCodeServer();
   ensureExtensionBuilt();
   mkdirSync(artifactsDir, { recursive: true });
-  for (const stale of ['vscode-stopped-on-fault.png', 'vscode-failure.png', 'vscode-suite.log']) {
+  for (const stale of ['vscode-stopped-on-fault.png', 'vscode-timeline.png', 'vscode-callstack-source.png',
+    'vscode-vma-scope.png', 'vscode-resolve-page.png', 'vscode-resolved-exit.png', 'vscode-failure.png', 'vscode-suite.log']) {
     rmSync(path.join(artifactsDir, stale), { force: true });
   }
 }, { timeout: SETUP_TIMEOUT_MS });
 
-test('real VS Code: the debugger pauses on a page fault, shows it, and runs the demo to exit 0', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test('real VS Code: pauses on a page fault, steps to its source line, shows the VMA, resolves the page from the UI, the demo exits 0', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   // If the runner gives up on this test, stop waiting so the cleanup below still runs.
   const cancelled = new Promise((_, reject) => {
     t.signal.addEventListener('abort', () => reject(new Error('the test runner cancelled the test (timeout)')), { once: true });
@@ -269,7 +544,7 @@ test('real VS Code: the debugger pauses on a page fault, shows it, and runs the 
     context = await chromium.launchPersistentContext(dirs.browserProfile, {
       executablePath: CHROMIUM,
       headless: true,
-      viewport: { width: 1400, height: 900 },
+      viewport: { width: 1400, height: 1000 },
       args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
         '--disable-component-update', '--disable-sync', '--no-first-run'],
     });
@@ -321,8 +596,19 @@ test('real VS Code: the debugger pauses on a page fault, shows it, and runs the 
     await page.screenshot({ path: path.join(artifactsDir, 'vscode-timeline.png') });
     writeFileSync(path.join(e2eDir, 'screenshot.done'), `${new Date().toISOString()}\n`);
 
+    // The rest runs while the suite waits: stop it waiting if it fails meanwhile.
+    const suiteFailed = suiteExit.then((code) => { throw new Error(`the suite exited with code ${code} while the UI was being driven`); });
+    suiteFailed.catch(() => {});
+    await Promise.race([driveToResolve(page, e2eDir), suiteFailed, cancelled]);
+    writeFileSync(path.join(e2eDir, 'ui.done'), `${new Date().toISOString()}\n`);
+
     const code = await Promise.race([suiteExit, cancelled, timeout(SUITE_TIMEOUT_MS, 'codeAutomationExit from the extension host')]);
     assert.equal(code, 0, `the suite in the extension host exited with code ${code}`);
+    // What the suite saw on the wire agrees with what the UI showed.
+    const dap = JSON.parse(readFileSync(path.join(e2eDir, 'dap.json'), 'utf8'));
+    assert.equal(dap.resolve.how, 'copy', 'the byte pattern resolves with UFFDIO_COPY');
+    assert.equal(dap.resolve.pattern, RESOLVE_PATTERN, 'the pattern typed into the input box was sent');
+    assert.equal(dap.checksum, touchChecksum(PAGES, RESOLVE_PATTERN));
   } catch (error) {
     if (page) {
       await page.screenshot({ path: path.join(artifactsDir, 'vscode-failure.png'), timeout: 10_000 }).catch(() => {});

@@ -1,5 +1,6 @@
 // Runs inside the VS Code extension host (extensionTestsPath), started by test/vscode/e2e.test.mjs.
-// Drives one debug session of the demo through the real extension and checks the DAP traffic.
+// Starts one debug session of the demo through the real extension and checks the DAP traffic
+// while the outer test drives the workbench UI (clicks, quick picks) through the browser.
 // Resolving run() makes the host exit with code 0, rejecting makes it exit with 1.
 /* eslint-disable @typescript-eslint/no-require-imports */
 'use strict';
@@ -12,6 +13,7 @@ const EXTENSION_ID = 'uffd-debug.uffd-debug';
 const DEBUG_TYPE = 'uffd';
 const LAUNCH_NAME = 'uffd: touch demo';
 const STEP_TIMEOUT_MS = 60_000;
+const UI_TIMEOUT_MS = 180_000; // the outer test drives the UI meanwhile
 
 // The outer test reads this file to say how far the suite got.
 function log(line) {
@@ -70,6 +72,7 @@ class AdapterMessages {
     const last = this.messages.slice(-30).map((m) => {
       if (m.type === 'event') return `event ${m.event}${m.body ? ' ' + JSON.stringify(m.body).slice(0, 200) : ''}`;
       if (m.type === 'response') return `response ${m.command} ${m.success ? 'ok' : 'FAILED: ' + (m.message ?? '')}`;
+      if (m.type === 'request') return `request ${m.command}`;
       return m.type;
     });
     return last.length ? last.join(' | ') : '(nothing)';
@@ -77,11 +80,19 @@ class AdapterMessages {
 }
 
 const isEvent = (name) => (m) => m.type === 'event' && m.event === name;
+const isRequest = (command) => (m) => m.type === 'request' && m.command === command;
+
+/** The outer test creates $E2E_DIR/NAME when it is done with a part of the UI. */
+function outerDone(name, timeoutMs) {
+  const file = path.join(process.env.E2E_DIR, name);
+  return waitFor(`${file} (the outer test)`, () => fs.existsSync(file), { timeoutMs, intervalMs: 250 });
+}
 
 async function run() {
   const disposables = [];
   try {
     log('suite started');
+    if (!process.env.E2E_DIR) throw new Error('E2E_DIR is not set in the extension host environment');
     const extension = await waitFor(`extension ${EXTENSION_ID} to be registered`, () => vscode.extensions.getExtension(EXTENSION_ID));
     await extension.activate();
     if (!extension.isActive) throw new Error(`extension ${EXTENSION_ID} did not become active`);
@@ -90,16 +101,29 @@ async function run() {
     const folder = vscode.workspace.workspaceFolders?.[0];
     if (!folder) throw new Error('no workspace folder is open; the outer test opens one with ?folder=');
 
+    // Both directions: what VS Code asks the adapter (requests) and what it answers (responses, events).
     const adapter = new AdapterMessages();
     disposables.push(vscode.debug.registerDebugAdapterTrackerFactory(DEBUG_TYPE, {
       createDebugAdapterTracker: () => ({
-        onDidSendMessage: (message) => adapter.add(message),
+        onWillReceiveMessage: (message) => adapter.add(message),
+        onDidSendMessage: (message) => {
+          adapter.add(message);
+          // What the Call Stack view was given, for a failure's log.
+          if (message.type === 'response' && message.command === 'stackTrace') {
+            const frames = message.body?.stackFrames ?? [];
+            log(`stackTrace: ${frames.length} of ${message.body?.totalFrames} frames: ${frames.slice(0, 3).map((f) => `${f.name}${f.source?.name ? ` @${f.source.name}:${f.line}` : ''}`).join(' < ')}`);
+          }
+        },
         onError: (error) => log(`adapter error: ${error?.message ?? error}`),
         onExit: (code, signal) => log(`adapter exited: code ${code} signal ${signal}`),
       }),
     }));
 
-    const started = await vscode.debug.startDebugging(folder, LAUNCH_NAME);
+    const started = await Promise.race([
+      vscode.debug.startDebugging(folder, LAUNCH_NAME),
+      new Promise((_, reject) => setTimeout(() => reject(new Error(
+        `vscode.debug.startDebugging did not return within ${STEP_TIMEOUT_MS / 1000} s; adapter sent: ${adapter.summary()}`)), STEP_TIMEOUT_MS)),
+    ]);
     if (started !== true) throw new Error(`vscode.debug.startDebugging(folder, '${LAUNCH_NAME}') returned ${started}`);
     log(`debugging started: ${LAUNCH_NAME}`);
 
@@ -107,31 +131,44 @@ async function run() {
       (m) => isEvent('stopped')(m) && m.body?.reason === 'page fault');
     log(`stopped on page fault: ${JSON.stringify(stopped.body)}`);
 
-    // The outer test screenshots the paused UI, then creates this file.
-    const screenshotDone = path.join(process.env.E2E_DIR ?? '', 'screenshot.done');
-    if (!process.env.E2E_DIR) throw new Error('E2E_DIR is not set in the extension host environment');
-    await waitFor(`${screenshotDone} (the outer test's screenshot)`, () => fs.existsSync(screenshotDone));
-    log('screenshot done; continuing');
+    // The outer test screenshots the paused UI and clicks the held fault in the timeline panel:
+    // the panel asks for its thread (uffd/selectThread), and the adapter shows that thread's stop
+    // again (reason 'page fault'; the steps that follow stop with reason 'step').
+    await outerDone('screenshot.done', STEP_TIMEOUT_MS * 2);
+    const select = await adapter.waitFor('a uffd/selectThread request after the click in the timeline',
+      (m) => isRequest('uffd/selectThread')(m) && m.arguments?.tid === stopped.body.threadId, 10_000);
+    const afterSelect = adapter.messages.indexOf(select);
+    const reselected = await adapter.waitFor('a second page-fault stop on the same thread after the click in the timeline',
+      (m) => isEvent('stopped')(m) && m.body?.reason === 'page fault' && m.body?.threadId === stopped.body.threadId &&
+        adapter.messages.indexOf(m) > afterSelect, 10_000);
+    log(`timeline click selected thread ${reselected.body.threadId}; the outer test now steps to the touching line`);
 
-    // The outer test clicked the held fault in the timeline panel: the panel asked for its thread
-    // (uffd/selectThread), and the adapter showed that thread's stop again.
-    const stoppedCount = adapter.messages.filter(isEvent('stopped')).length;
-    const reselected = await adapter.waitFor('a second stop on the same thread after the click in the timeline',
-      (m) => isEvent('stopped')(m) && m.body?.threadId === stopped.body.threadId &&
-        adapter.messages.filter(isEvent('stopped')).indexOf(m) >= 1, 30_000);
-    log(`timeline click selected thread ${reselected.body.threadId} (${stoppedCount} stops seen)`);
+    // The outer test steps from the UI to the fault on the TOUCH line, inspects it, resolves it
+    // with "Resolve Page…" (a byte pattern) and the program runs to its end.
+    const resolve = await adapter.waitFor('a uffd/resolve request from "Resolve Page…"', isRequest('uffd/resolve'), UI_TIMEOUT_MS);
+    log(`resolve requested from the UI: ${JSON.stringify(resolve.arguments)}`);
+    const answer = await adapter.waitFor('the answer to uffd/resolve',
+      (m) => m.type === 'response' && m.request_seq === resolve.seq);
+    if (!answer.success) throw new Error(`uffd/resolve failed: ${answer.message}`);
+    log(`resolved: ${JSON.stringify(answer.body)}`);
 
-    await vscode.commands.executeCommand('workbench.action.debug.continue');
-    const ended = await adapter.waitFor("an 'exited' or 'terminated' event after continue",
-      (m) => isEvent('exited')(m) || isEvent('terminated')(m));
-    log(`session ended with event ${ended.event}`);
-
-    // 'exited' carries the exit code; adapters send it before 'terminated', but allow it to trail a little.
-    const exited = await adapter.waitFor("an 'exited' event", isEvent('exited'), 10_000);
+    const exited = await adapter.waitFor("an 'exited' event after the resolve", isEvent('exited'));
     if (exited.body?.exitCode !== 0) {
       throw new Error(`the demo exited with code ${exited.body?.exitCode}, expected 0; adapter sent: ${adapter.summary()}`);
     }
-    log('demo exited with code 0; suite passed');
+    await adapter.waitFor("a 'terminated' event", isEvent('terminated'), 10_000);
+    const output = adapter.messages.filter(isEvent('output')).map((m) => m.body?.output ?? '').join('');
+    const checksum = /checksum ([0-9a-f]+) touched (\d+)/.exec(output);
+    if (!checksum) throw new Error(`the demo printed no checksum; its output: ${output}`);
+    log(`demo exited with code 0: ${checksum[0]}`);
+    fs.writeFileSync(path.join(process.env.E2E_DIR, 'dap.json'), JSON.stringify({
+      resolve: resolve.arguments, resolved: answer.body, checksum: checksum[1], touched: Number(checksum[2]),
+      stops: adapter.messages.filter(isEvent('stopped')).length,
+    }));
+
+    // Stay up until the outer test has read the UI: the host exits when run() ends.
+    await outerDone('ui.done', UI_TIMEOUT_MS);
+    log('suite passed');
   } catch (error) {
     log(`FAILED: ${error?.stack ?? error}`);
     throw error;
