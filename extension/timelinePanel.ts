@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import * as vscode from 'vscode';
-import { fromPanelProblem, isFromPanel, ToPanel, toPanelProblem } from '../webview/messages';
+import { fromPanelProblem, isFromPanel, TimelineBatch, ToPanel, toPanelProblem } from '../webview/messages';
 import { panelHtml } from '../webview/panelHtml';
 
 const MAX_HISTORY = 1_000_000;
@@ -63,6 +63,11 @@ export class TimelinePanel {
     );
   }
 
+  /** The body of an `uffd/events` custom event: checked, kept for reloads, posted. */
+  postBatch(batch: unknown): void {
+    this.post({ type: 'events', batch: batch as TimelineBatch });
+  }
+
   post(m: ToPanel): void {
     const problem = toPanelProblem(m);
     if (problem) {
@@ -70,9 +75,10 @@ export class TimelinePanel {
       return;
     }
     if (m.type === 'events') {
-      if (this.historyEvents + m.batch.length <= MAX_HISTORY) {
+      const n = m.batch.seq.length + m.batch.other.length;
+      if (this.historyEvents + n <= MAX_HISTORY) {
         this.history.push(m);
-        this.historyEvents += m.batch.length;
+        this.historyEvents += n;
       } else if (this.historyEvents < MAX_HISTORY) {
         this.historyEvents = MAX_HISTORY;
         this.log.appendLine(`timeline: more than ${MAX_HISTORY} events; a reloaded panel will show the first ${MAX_HISTORY} only`);

@@ -2,7 +2,7 @@
 // read either back. The exact protocol fields ride along (trace: in args; CSV: one column each),
 // so a round trip gives back the same events. No DOM.
 import { eventProblem, type TimelineEvent, type TimelineFault, type TimelineNc } from './messages';
-import { FaultStore, FLAG_HELD } from './store';
+import { FaultStore } from './store';
 
 interface TraceEvent {
   name: string;
@@ -36,7 +36,8 @@ export function exportTrace(st: FaultStore): string {
       access: f.access, held: f.held, ioctl: st.ioctlNames[st.ioctl[i]] || null,
       latencyNs: Number.isNaN(lat) ? null : lat };
     if (f.pid !== undefined) args.pid = f.pid;
-    if (st.flags[i] & FLAG_HELD && !Number.isNaN(st.resT[i])) args.resolvedT = st.resT[i];
+    const rt = st.resolvedT(i);
+    if (!Number.isNaN(rt)) args.resolvedT = rt;
     out.push({ name: `${f.kind} ${f.access}`, cat: 'fault', ph: 'X', ts: f.t / 1000,
       dur: Number.isNaN(lat) ? 0 : lat / 1000, pid: 1, tid: f.tid, args });
   }
@@ -73,7 +74,7 @@ export function exportCsv(st: FaultStore): string {
     row({ type: 'fault', seq: f.seq, t_ns: f.t, addr: f.addr, page: f.page, access: f.access, kind: f.kind,
       tid: f.tid, held: f.held, ioctl: st.ioctlNames[st.ioctl[i]] || undefined,
       latency_ns: Number.isNaN(lat) ? undefined : lat,
-      resolved_t_ns: Number.isNaN(st.resT[i]) ? undefined : st.resT[i], pid: f.pid });
+      resolved_t_ns: Number.isNaN(st.resolvedT(i)) ? undefined : st.resolvedT(i), pid: f.pid });
   }
   for (const m of st.nc) {
     const e = m.ev;

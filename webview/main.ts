@@ -10,7 +10,7 @@ import {
   // @ts-expect-error TS1479, see above
 } from 'chart.js';
 import { exportCsv, exportTrace, importCsv, importTrace } from './exchange';
-import { toPanelProblem, type FromPanel, type TimelineEvent, type ToPanel } from './messages';
+import { toPanelProblem, type FromPanel, type TimelineBatch, type TimelineEvent, type ToPanel } from './messages';
 import {
   FaultStore, FLAG_HELD, FLAG_WRITE, HIST_BUCKETS, KINDS, numToHex, PAGE_SIZE, PAGE_STATES,
 } from './store';
@@ -25,7 +25,17 @@ declare function acquireVsCodeApi(): VsCodeApi;
 const SHAPES_MAX = 20000;
 /** Binned cells are CELL×CELL device pixels so single faults stay visible. */
 const CELL = 2;
-const LIVE_MIN_INTERVAL_MS = 200;
+/**
+ * Redraws for arriving data (not for the user's zoom, pan or clicks, drawn at once) come at most
+ * every LIVE_MIN_INTERVAL_MS, and at most one frame's JS cost in LIVE_COST_SHARE of the time
+ * (the browser's raster roughly doubles it): the panel shares the CPU with the debugged program,
+ * the helper and the adapter while faults stream. Never further apart than LIVE_MAX_INTERVAL_MS.
+ */
+const LIVE_MIN_INTERVAL_MS = 250;
+const LIVE_MAX_INTERVAL_MS = 1000;
+const LIVE_COST_SHARE = 1 / 10;
+/** Side panels (page map, histogram, threads) redraw at most this often while data arrives. */
+const SIDE_MIN_INTERVAL_MS = 1000;
 /** Sessions up to this size are kept in the webview state (as CSV) across hide/show. */
 const SNAPSHOT_MAX = 5000;
 
@@ -54,10 +64,11 @@ function warn(msg: string): void {
   console.warn(`uffd-debug timeline: ${msg}`);
 }
 
-function ingest(batch: readonly unknown[]): void {
+/** Stores events (a batch from the extension, or a slice of an import) and schedules a draw. */
+function ingest(batch: TimelineBatch | readonly unknown[]): void {
   const t0 = performance.now();
   const wasEmpty = store.n === 0;
-  const r = store.ingest(batch);
+  const r = Array.isArray(batch) ? store.ingest(batch) : store.ingestBatch(batch as TimelineBatch);
   if (r.dropped) warn(`dropped ${r.dropped} invalid event(s), first: ${r.firstProblem}`);
   timings.ingestMs = performance.now() - t0;
   if (restored?.sel !== undefined && selected < 0) {
@@ -181,6 +192,8 @@ function zoom(axis: 'x' | 'y', factor: number, at: number): void {
 
 let chart: Chart<'scatter'>;
 let renderQueued = false;
+/** A live redraw waiting for its turn (requestRender(false)). */
+let liveTimer: ReturnType<typeof setTimeout> | null = null;
 let lastRender = 0;
 let drawnVersion = -1;
 let sideVersion = -1;
@@ -189,11 +202,25 @@ const frameWaiters: (() => void)[] = [];
 
 function requestRender(urgent: boolean): void {
   if (renderQueued) return;
-  const wait = urgent ? 0 : Math.max(0, lastRender + LIVE_MIN_INTERVAL_MS - performance.now());
+  if (!urgent) {
+    if (liveTimer) return;
+    const interval = Math.min(LIVE_MAX_INTERVAL_MS, Math.max(LIVE_MIN_INTERVAL_MS, timings.renderMs / LIVE_COST_SHARE));
+    const wait = lastRender + interval - performance.now();
+    if (wait > 0) {
+      liveTimer = setTimeout(() => {
+        liveTimer = null;
+        requestRender(true);
+      }, wait);
+      return;
+    }
+  }
+  // The user's action (or a live redraw whose turn came) takes the next frame.
+  if (liveTimer) {
+    clearTimeout(liveTimer);
+    liveTimer = null;
+  }
   renderQueued = true;
-  const go = () => requestAnimationFrame(render);
-  if (wait > 0) setTimeout(go, wait);
-  else go();
+  requestAnimationFrame(render);
 }
 
 function render(): void {
@@ -208,7 +235,7 @@ function render(): void {
   chart.update('none');
   drawOverview();
   const now = performance.now();
-  if (sideVersion !== store.version && (now - lastSide > 250 || store.n < 50000)) {
+  if (sideVersion !== store.version && (now - lastSide > SIDE_MIN_INTERVAL_MS || store.n < 5000)) {
     sideVersion = store.version;
     lastSide = now;
     updateSide();
@@ -366,7 +393,6 @@ function drawFaults(c: Chart<'scatter'>): void {
   drawn.missing = drawn.wp = drawn.minor = drawn.resolutions = drawn.nc = drawn.held = 0;
   drawn.visible = i1 - i0;
   const T = store.t, Y = store.ycol, K = store.kind, F = store.flags, L = store.lat;
-  const RT = store.resT;
   const counts = [0, 0, 0];
   ctx.save();
   ctx.beginPath();
@@ -403,8 +429,8 @@ function drawFaults(c: Chart<'scatter'>): void {
           drawn.held++;
           heldRing.moveTo(x + rad + 2.5, y);
           heldRing.arc(x, y, rad + 2.5, 0, Math.PI * 2);
-        } else if (!Number.isNaN(RT[i])) {
-          const xr = a.left + (RT[i] - x0) * sx;
+        } else if (!Number.isNaN(store.resolvedT(i))) {
+          const xr = a.left + (store.resolvedT(i) - x0) * sx;
           drawn.resolutions++;
           resLines.moveTo(x + rad, y);
           resLines.lineTo(xr, y);
@@ -447,9 +473,10 @@ function drawFaults(c: Chart<'scatter'>): void {
         if (v === PENDING_VAL) drawn.held++;
       } else v = l + 1;
       if (v > cv[cell]) cv[cell] = v;
-      if ((F[i] & FLAG_HELD) && !Number.isNaN(RT[i]) && RT[i] <= x1) {
+      const rt = F[i] & FLAG_HELD ? store.resolvedT(i) : NaN;
+      if (rt <= x1) {
         drawn.resolutions++;
-        const rc = py * W + Math.min(W - 1, Math.floor((RT[i] - x0) * sx));
+        const rc = py * W + Math.min(W - 1, Math.floor((rt - x0) * sx));
         if (cv[rc] < RES_VAL) cv[rc] = RES_VAL;
       }
     }
@@ -685,10 +712,13 @@ function drawPageMap(): void {
     y += LABEL + rows * cell + 6;
   }
   const h = Math.max(20, y);
-  cv.width = Math.round(w * dpr);
-  cv.height = Math.round(h * dpr);
-  cv.style.width = `${w}px`;
-  cv.style.height = `${h}px`;
+  // Resizing a canvas reallocates it: only when the size changed.
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
+    cv.width = Math.round(w * dpr);
+    cv.height = Math.round(h * dpr);
+    cv.style.width = `${w}px`;
+    cv.style.height = `${h}px`;
+  }
   const ctx = cv.getContext('2d')!;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
@@ -705,11 +735,22 @@ function drawPageMap(): void {
       0, L.top - LABEL + 2);
     const st = g.state;
     const gap = L.cell >= 6 ? 1 : 0;
-    for (let c = 0; c * L.per < st.length; c++) {
+    const ncell = Math.ceil(st.length / L.per);
+    const cellState = new Uint8Array(ncell);
+    const present = new Uint8Array(fills.length);
+    for (let c = 0; c < ncell; c++) {
       let s = st[c * L.per];
       for (let p = c * L.per + 1; p < Math.min(st.length, (c + 1) * L.per); p++) if (prio[st[p]] > prio[s]) s = st[p];
+      cellState[c] = s;
+      present[s] = 1;
+    }
+    // One colour at a time: setting fillStyle parses the colour, thousands of times otherwise.
+    for (let s = 0; s < fills.length; s++) {
+      if (!present[s]) continue;
       ctx.fillStyle = fills[s];
-      ctx.fillRect((c % L.cols) * L.cell, L.top + Math.floor(c / L.cols) * L.cell, L.cell - gap, L.cell - gap);
+      for (let c = 0; c < ncell; c++) {
+        if (cellState[c] === s) ctx.fillRect((c % L.cols) * L.cell, L.top + Math.floor(c / L.cols) * L.cell, L.cell - gap, L.cell - gap);
+      }
     }
   }
 }
@@ -755,7 +796,7 @@ function showDetails(): void {
   row('seq', String(store.seq[i]));
   row('time', `${fmtNs(store.t[i] - store.tMin)} after first fault (t=${store.t[i]} ns)`);
   row('address', numToHex(store.addr[i]));
-  row('page', numToHex(store.page[i]));
+  row('page', numToHex(store.pageAt(i)));
   row('region (VMA)', regionText(i));
   row('thread', store.pid[i] ? `tid ${store.tid[i]} in followed child ${store.pid[i]}` : `tid ${store.tid[i]}`);
   row('kind', store.kindName(i));
@@ -818,12 +859,18 @@ interface SavedState {
   snapshot?: string;
 }
 
+const snapshot = { version: -1, csv: '' };
+
 function saveState(): void {
   if (saveTimer) return;
   saveTimer = setTimeout(() => {
     saveTimer = undefined;
     const s: SavedState = { v: 1, view: { ...view }, sel: selected >= 0 ? store.seq[selected] : null };
-    if (store.n > 0 && store.n <= SNAPSHOT_MAX) s.snapshot = exportCsv(store);
+    if (store.n > 0 && store.n <= SNAPSHOT_MAX) {
+      // Exported again only when the events changed, not for every view change.
+      if (snapshot.version !== store.version) Object.assign(snapshot, { version: store.version, csv: exportCsv(store) });
+      s.snapshot = snapshot.csv;
+    }
     vscode.setState(s);
   }, 300);
 }
@@ -1072,7 +1119,7 @@ const hook: TimelineHook = {
   },
   frame() {
     return new Promise<void>((res) => {
-      if (renderQueued) frameWaiters.push(res);
+      if (renderQueued || liveTimer) frameWaiters.push(res);
       else requestAnimationFrame(() => requestAnimationFrame(() => res()));
     });
   },

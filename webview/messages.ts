@@ -4,7 +4,8 @@
 // extension may forward helper events as they are or stripped of the envelope.
 //
 // extension → panel
-//   {type:'events', batch:[fault|resolved|region|nc events]}  append; send a few times a second
+//   {type:'events', batch:TimelineBatch}                      append; a few times a second. Faults in
+//                                                             columns (server/protocol/messages.ts)
 //   {type:'reset'}                                            forget the session
 //   {type:'import', format:'trace'|'csv', text}               show an exported session
 //   {type:'theme'}                                            re-read the theme's colours
@@ -17,12 +18,18 @@
 //   {type:'step'} / {type:'continue'}    toolbar buttons
 //   {type:'export', format, text}        Export buttons: the extension saves `text`
 // Both sides drop a message that fails these checks, with a console warning, and never throw.
-// Helper `exited`/`detached` events in a batch are ignored without a warning. Fields this file
-// does not name (fault pageSize and pid, nc followed/source, ...) are allowed and ignored.
+// A batch is checked as a whole, column by column (one bad fault drops its batch: the adapter
+// builds them); its few other events one by one when stored (a bad one is dropped alone, helper
+// `exited`/`detached` without a warning). Fields this file does not name (nc followed/source,
+// ...) are allowed and ignored.
 
-import type { FaultEvent, FaultKind, Hex, NcEvent, NcWhat, ResolvedEvent } from '../server/protocol/messages';
+import {
+  parseHex, TIMELINE_BATCH_VERSION, type FaultEvent, type FaultKind, type Hex, type NcEvent, type NcWhat, type ResolvedEvent,
+  type TimelineBatch,
+} from '../server/protocol/messages';
 
-export type { FaultKind, Hex, NcWhat };
+export { parseHex };
+export type { FaultKind, Hex, NcWhat, TimelineBatch };
 
 // The event shapes are the helper protocol's (declared once, in server/protocol/messages.ts),
 // without the envelope tag; the panel is lenient where it also reads imported or older sessions.
@@ -46,7 +53,7 @@ export type TimelineNc = Omit<Untagged<NcEvent>, 't'> & { t?: number };
 export type TimelineEvent = TimelineFault | TimelineResolved | TimelineRegion | TimelineNc;
 
 export type ToPanel =
-  | { type: 'events'; batch: TimelineEvent[] }
+  | { type: 'events'; batch: TimelineBatch }
   | { type: 'reset' }
   | { type: 'import'; format: 'trace' | 'csv'; text: string }
   | { type: 'theme' };
@@ -62,24 +69,6 @@ export type FromPanel =
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-/** Value of "0x" followed by 1–16 hex digits, NaN for anything else. One pass that checks and
- * parses: it runs twice per fault at a million faults. Exact below 2^53 (every user address). */
-export function parseHex(v: unknown): number {
-  if (typeof v !== 'string' || v.length < 3 || v.length > 18 || v.charCodeAt(0) !== 48 || v.charCodeAt(1) !== 120) {
-    return NaN;
-  }
-  let x = 0;
-  for (let i = 2; i < v.length; i++) {
-    const c = v.charCodeAt(i);
-    let d: number;
-    if (c >= 48 && c <= 57) d = c - 48;
-    else if (c >= 97 && c <= 102) d = c - 87;
-    else if (c >= 65 && c <= 70) d = c - 55;
-    else return NaN;
-    x = x * 16 + d;
-  }
-  return x;
-}
 const isHex = (v: unknown): v is string => !Number.isNaN(parseHex(v));
 const optNum = (v: unknown) => v === undefined || isNum(v);
 const optHex = (v: unknown) => v === undefined || isHex(v);
@@ -127,14 +116,72 @@ export function eventProblem(v: unknown): string | null {
   }
 }
 
+const FAULT_COLUMNS = ['seq', 't', 'page', 'off', 'flags', 'tid', 'ioctl', 'lat', 'pid'] as const;
+/** Largest |seq| or |t| step in a batch: sums of a million stay finite and exact enough. */
+const MAX_STEP = 2 ** 53;
+/** Offsets within a (huge) page. */
+const MAX_OFF = 2 ** 32;
+const num = (x: unknown) => typeof x === 'number';
+
+/**
+ * Why `v` is not a TimelineBatch, or null when it is one. One pass over the columns with plain
+ * comparisons (a million faults take milliseconds); `other` events are checked when stored.
+ */
+export function batchProblem(v: unknown): string | null {
+  if (Array.isArray(v)) return 'events.batch is a list of events, not a batch of columns: the adapter is older than the panel; rebuild both';
+  if (!isObj(v)) return 'events.batch is not an object';
+  if (v.v !== TIMELINE_BATCH_VERSION) {
+    return `events.batch version ${String(v.v)}, this panel reads version ${TIMELINE_BATCH_VERSION}: reload the window`;
+  }
+  const seq = v.seq;
+  if (!Array.isArray(seq)) return 'events.batch.seq is not an array';
+  const n = seq.length;
+  for (const c of FAULT_COLUMNS) {
+    const a = v[c];
+    if (!Array.isArray(a) || a.length !== n) return `events.batch.${c} is not an array of ${n} numbers`;
+  }
+  const ioctls = v.ioctls;
+  if (!Array.isArray(ioctls) || ioctls.length < 1 || ioctls.length > 256 || ioctls[0] !== '' ||
+      !ioctls.every((s) => typeof s === 'string')) {
+    return "events.batch.ioctls is not an array of up to 256 strings starting with ''";
+  }
+  const { t, page, off, flags, tid, ioctl, lat, pid } = v as unknown as TimelineBatch;
+  const ni = ioctls.length;
+  let pn = 0; // page number, accumulated
+  let tk = 0; // tid, accumulated
+  for (let k = 0; k < n; k++) {
+    const s = seq[k], dt = t[k], dp = page[k], o = off[k], f = flags[k], dtid = tid[k], io = ioctl[k], l = lat[k];
+    if (num(dp)) pn += dp;
+    if (num(dtid)) tk += dtid;
+    if (!(num(s) && s >= -MAX_STEP && s <= MAX_STEP && num(dt) && dt >= -MAX_STEP && dt <= MAX_STEP &&
+        num(dp) && pn >= 0 && Number.isInteger(pn) && num(o) && o >= 0 && o < MAX_OFF && pn * 4096 + o <= MAX_STEP &&
+        num(f) && (f | 0) === f && f >= 0 && f <= 11 && num(io) && (io | 0) === io && io >= 0 && io < ni &&
+        num(l) && l >= -1 && l <= Number.MAX_VALUE && num(dtid) && Number.isSafeInteger(tk) && isNum(pid[k]))) {
+      return `events.batch fault ${k} has a field out of range ` +
+        `(seq ${String(s)}, t ${String(dt)}, page ${String(dp)}, off ${String(o)}, flags ${String(f)}, ioctl ${String(io)}, ` +
+        `lat ${String(l)}, tid ${String(dtid)}, pid ${String(pid[k])})`;
+    }
+  }
+  const other = v.other;
+  const at = v.otherAt;
+  if (!Array.isArray(other) || !Array.isArray(at) || at.length !== other.length) {
+    return 'events.batch.other and otherAt are not arrays of the same length';
+  }
+  let prev = 0;
+  for (let j = 0; j < at.length; j++) {
+    const x = at[j];
+    if (!(num(x) && (x | 0) === x && x >= prev && x <= n)) return `events.batch.otherAt[${j}] is not a fault count in order`;
+    prev = x;
+  }
+  return null;
+}
+
 /** Why `v` is not a message to the panel, or null when it is one. */
 export function toPanelProblem(v: unknown): string | null {
   if (!isObj(v)) return 'not an object';
   switch (v.type) {
-    case 'events': {
-      if (!Array.isArray(v.batch)) return 'events.batch is not an array';
-      return null; // events are checked one by one so one bad event does not drop a batch
-    }
+    case 'events':
+      return batchProblem(v.batch);
     case 'reset':
     case 'theme':
       return null;

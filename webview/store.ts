@@ -2,8 +2,8 @@
 // fall in, page states, latency histogram and blocked time per thread. No DOM: the bench and
 // tests can drive it directly.
 import {
-  eventProblem, parseHex, type TimelineEvent, type TimelineFault, type TimelineNc, type TimelineRegion,
-  type TimelineResolved,
+  eventProblem, parseHex, type TimelineBatch, type TimelineEvent, type TimelineFault, type TimelineNc,
+  type TimelineRegion, type TimelineResolved,
 } from './messages';
 
 export const KINDS = ['missing', 'wp', 'minor'] as const;
@@ -71,8 +71,7 @@ export class FaultStore {
   t = new Float64Array(0);
   seq = new Float64Array(0);
   addr = new Float64Array(0);
-  page = new Float64Array(0);
-  /** Page index within its region. */
+  /** Page index within its region (the page's address: pageAt). */
   pidx = new Float64Array(0);
   region = new Uint16Array(0);
   kind = new Uint8Array(0);
@@ -81,11 +80,9 @@ export class FaultStore {
   ioctl = new Uint8Array(0);
   /** NaN while unknown (held and not yet resolved). */
   lat = new Float64Array(0);
-  /** Time of the `resolved` event of a held fault, NaN otherwise. */
-  resT = new Float64Array(0);
   /** y on the timeline (band + page fraction), NaN when the band is hidden; kept so binning reads
-   * one column per axis. Recomputed when bands change. */
-  ycol = new Float64Array(0);
+   * one column per axis. Recomputed when bands change. Single precision: a position to draw. */
+  ycol = new Float32Array(0);
   /** Process of a followed child's fault (protocol `pid`), 0 for the program itself. */
   pid = new Int32Array(0);
 
@@ -97,6 +94,10 @@ export class FaultStore {
   bands: number[] = [];
   ioctlNames: string[] = [''];
   private ioctlCode = new Map<string, number>([['', 0]]);
+  /** Page state each ioctl code leaves (stateOfIoctl), -1: unchanged. */
+  private ioctlState: number[] = [-1];
+  /** Held faults resolved: seq → time of the `resolved` event (a few per cent of faults: not a column). */
+  private resolvedAt = new Map<number, number>();
   /** Held faults not yet resolved: seq → index. */
   pending = new Map<number, number>();
   nc: NcMark[] = [];
@@ -124,11 +125,18 @@ export class FaultStore {
     return m;
   }
 
+  /**
+   * Makes room for `want` faults. Fresh memory costs a page fault per 4 KiB on its first write
+   * (tens of µs each on a VM: most of the cost of storing a million faults), and a copy into new
+   * columns writes again where the old ones were. So past 65,536 faults the columns grow in one
+   * step to room for 2^20: capacity never written costs nothing (its pages are never touched).
+   */
   private grow(want: number): void {
+    if (want <= this.cap) return;
     let cap = Math.max(1024, this.cap);
-    while (cap < want) cap *= 2;
-    if (cap === this.cap) return;
-    const g = <T extends Float64Array | Uint16Array | Uint8Array | Int32Array>(a: T, C: new (n: number) => T): T => {
+    while (cap < want) cap = cap < 1 << 16 ? cap * 2 : Math.max(cap * 2, 1 << 20);
+    const g = <T extends Float64Array | Float32Array | Uint16Array | Uint8Array | Int32Array>(a: T,
+      C: new (n: number) => T): T => {
       const b = new C(cap);
       b.set(a.subarray(0, this.n));
       return b;
@@ -136,7 +144,6 @@ export class FaultStore {
     this.t = g(this.t, Float64Array);
     this.seq = g(this.seq, Float64Array);
     this.addr = g(this.addr, Float64Array);
-    this.page = g(this.page, Float64Array);
     this.pidx = g(this.pidx, Float64Array);
     this.region = g(this.region, Uint16Array);
     this.kind = g(this.kind, Uint8Array);
@@ -144,8 +151,7 @@ export class FaultStore {
     this.tid = g(this.tid, Int32Array);
     this.ioctl = g(this.ioctl, Uint8Array);
     this.lat = g(this.lat, Float64Array);
-    this.resT = g(this.resT, Float64Array);
-    this.ycol = g(this.ycol, Float64Array);
+    this.ycol = g(this.ycol, Float32Array);
     this.pid = g(this.pid, Int32Array);
     this.cap = cap;
   }
@@ -179,7 +185,7 @@ export class FaultStore {
             (ioctl === undefined || typeof ioctl === 'string') &&
             (lat === undefined || (typeof lat === 'number' && Number.isFinite(lat))) &&
             (pid === undefined || typeof pid === 'number')) {
-          this.addFaultFields(seq, t, addr, page, k3, access === 'write', held, tid, ioctl as string | undefined,
+          this.addFaultFields(seq, t, addr, page, k3, access === 'write', held, tid, this.code(ioctl as string | undefined),
             lat as number | undefined, (pid as number | undefined) ?? 0);
           continue;
         }
@@ -191,6 +197,48 @@ export class FaultStore {
         continue;
       }
       this.appendOne(e as unknown as TimelineEvent);
+    }
+    this.version++;
+    return { dropped, firstProblem };
+  }
+
+  /**
+   * Appends a batch that passed batchProblem (messages.ts): faults straight from its columns;
+   * its few other events are checked one by one, and a bad one is skipped and counted.
+   */
+  ingestBatch(b: TimelineBatch): { dropped: number; firstProblem: string } {
+    const n = b.seq.length;
+    this.grow(this.n + n);
+    const codes = b.ioctls.map((s) => this.code(s));
+    const { seq: dseq, t: dt, page: dpage, off, flags, tid: dtid, ioctl, lat, pid, other, otherAt } = b;
+    let dropped = 0;
+    let firstProblem = '';
+    let seq = 0;
+    let t = 0;
+    let pn = 0;
+    let tid = 0;
+    let j = 0;
+    for (let k = 0; k <= n; k++) {
+      for (; j < other.length && otherAt[j] <= k; j++) {
+        const e = other[j] as unknown as Record<string, unknown>;
+        if (e !== null && typeof e === 'object' && (e.event === 'exited' || e.event === 'detached')) continue;
+        const p = eventProblem(e);
+        if (p !== null) {
+          if (dropped++ === 0) firstProblem = p;
+          continue;
+        }
+        this.appendOne(e as unknown as TimelineEvent);
+      }
+      if (k === n) break;
+      seq += dseq[k];
+      t += dt[k];
+      pn += dpage[k];
+      tid += dtid[k];
+      const page = pn * PAGE_SIZE;
+      const f = flags[k];
+      const l = lat[k];
+      this.addFaultFields(seq, t, page + off[k], page, f >> 2, (f & 1) !== 0, (f & 2) !== 0, tid, codes[ioctl[k]],
+        l < 0 ? undefined : l, pid[k]);
     }
     this.version++;
     return { dropped, firstProblem };
@@ -219,6 +267,7 @@ export class FaultStore {
       c = this.ioctlNames.length;
       if (c > 255) return 0;
       this.ioctlNames.push(ioctl);
+      this.ioctlState.push(stateOfIoctl(ioctl));
       this.ioctlCode.set(ioctl, c);
     }
     return c;
@@ -226,11 +275,11 @@ export class FaultStore {
 
   private addFault(e: TimelineFault): void {
     this.addFaultFields(e.seq, e.t, hexToNum(e.addr), hexToNum(e.page), KINDS.indexOf(e.kind), e.access === 'write',
-      e.held, e.tid, e.ioctl, e.latencyNs, e.pid ?? 0);
+      e.held, e.tid, this.code(e.ioctl), e.latencyNs, e.pid ?? 0);
   }
 
   private addFaultFields(seq: number, t: number, addr: number, page: number, kind: number, write: boolean,
-    held: boolean, tid: number, ioctl: string | undefined, lat: number | undefined, pid: number): void {
+    held: boolean, tid: number, ioctl: number, lat: number | undefined, pid: number): void {
     let i = this.n;
     if (i > 0 && t < this.t[i - 1]) i = this.makeRoom(t); // rare: keep time order
     const r = this.regionFor(page);
@@ -239,16 +288,14 @@ export class FaultStore {
     this.t[i] = t;
     this.seq[i] = seq;
     this.addr[i] = addr;
-    this.page[i] = page;
     this.region[i] = r;
     this.pidx[i] = pidx;
     this.kind[i] = kind;
     this.flags[i] = (write ? FLAG_WRITE : 0) | (held ? FLAG_HELD : 0);
     this.tid[i] = tid;
     this.pid[i] = pid;
-    this.ioctl[i] = this.code(ioctl);
+    this.ioctl[i] = ioctl;
     this.lat[i] = lat ?? NaN;
-    this.resT[i] = NaN;
     this.n++;
     if (reg.faults++ === 0 && reg.implicit) this.layoutBands();
     const b = this.band[r];
@@ -259,7 +306,7 @@ export class FaultStore {
       this.setPage(r, pidx, ST.pending);
     } else {
       if (lat !== undefined) this.account(tid, lat);
-      const s = ioctl ? stateOfIoctl(ioctl) : kind === 1 ? ST.wp : -1;
+      const s = ioctl ? this.ioctlState[ioctl] : kind === 1 ? ST.wp : -1;
       if (s >= 0) this.setPage(r, pidx, s);
     }
   }
@@ -267,8 +314,8 @@ export class FaultStore {
   /** Opens a slot for an event that arrived out of time order; returns its index. */
   private makeRoom(t: number): number {
     const i = this.upperBound(t);
-    const cols = [this.t, this.seq, this.addr, this.page, this.pidx, this.region, this.kind, this.flags,
-      this.tid, this.ioctl, this.lat, this.resT, this.ycol, this.pid];
+    const cols = [this.t, this.seq, this.addr, this.pidx, this.region, this.kind, this.flags,
+      this.tid, this.ioctl, this.lat, this.ycol, this.pid];
     for (const c of cols) c.copyWithin(i + 1, i, this.n);
     for (const [s, j] of this.pending) if (j >= i) this.pending.set(s, j + 1);
     return i;
@@ -289,7 +336,7 @@ export class FaultStore {
     }
     this.pending.delete(e.seq);
     this.lat[i] = e.latencyNs;
-    this.resT[i] = e.t;
+    this.resolvedAt.set(e.seq, e.t);
     this.ioctl[i] = this.code(e.ioctl);
     this.account(this.tid[i], e.latencyNs);
     const s = stateOfIoctl(e.ioctl);
@@ -312,12 +359,14 @@ export class FaultStore {
     if (moved) {
       for (let i = 0; i < this.n; i++) {
         const old = this.regions[this.region[i]];
-        if (!old.implicit || this.page[i] < start || this.page[i] >= end) continue;
+        if (!old.implicit) continue;
+        const page = this.pageAt(i);
+        if (page < start || page >= end) continue;
         old.faults--;
         this.regions[r].faults++;
         this.region[i] = r;
-        this.pidx[i] = Math.floor((this.page[i] - start) / PAGE_SIZE);
-        const st = old.state[Math.floor((this.page[i] - old.start) / PAGE_SIZE)];
+        this.pidx[i] = Math.floor((page - start) / PAGE_SIZE);
+        const st = old.state[Math.floor((page - old.start) / PAGE_SIZE)];
         if (st) this.setPage(r, this.pidx[i], st);
       }
       this.layoutBands();
@@ -451,6 +500,17 @@ export class FaultStore {
     return -1;
   }
 
+  /** Address of the page of fault i (4 KiB pages from its region's start; a huge page's first). */
+  pageAt(i: number): number {
+    return this.regions[this.region[i]].start + this.pidx[i] * PAGE_SIZE;
+  }
+
+  /** Time of the `resolved` event of held fault i, NaN when it has none (yet). */
+  resolvedT(i: number): number {
+    if (!(this.flags[i] & FLAG_HELD)) return NaN;
+    return this.resolvedAt.get(this.seq[i]) ?? NaN;
+  }
+
   /** y position of fault i: band + page fraction, page 0 at the top of the band. */
   y(i: number): number {
     return this.ycol[i];
@@ -463,7 +523,7 @@ export class FaultStore {
   /** The fault at index i as a protocol event (plus its resolution, when it had one). */
   faultEvent(i: number): TimelineFault {
     const e: TimelineFault = {
-      event: 'fault', seq: this.seq[i], t: this.t[i], addr: numToHex(this.addr[i]), page: numToHex(this.page[i]),
+      event: 'fault', seq: this.seq[i], t: this.t[i], addr: numToHex(this.addr[i]), page: numToHex(this.pageAt(i)),
       access: this.flags[i] & FLAG_WRITE ? 'write' : 'read', kind: this.kindName(i), tid: this.tid[i],
       held: (this.flags[i] & FLAG_HELD) !== 0,
     };
@@ -477,8 +537,9 @@ export class FaultStore {
   }
 
   resolvedEvent(i: number): TimelineResolved | null {
-    if (!(this.flags[i] & FLAG_HELD) || Number.isNaN(this.resT[i])) return null;
-    return { event: 'resolved', seq: this.seq[i], t: this.resT[i], page: numToHex(this.page[i]),
+    const t = this.resolvedT(i);
+    if (Number.isNaN(t)) return null;
+    return { event: 'resolved', seq: this.seq[i], t, page: numToHex(this.pageAt(i)),
       ioctl: this.ioctlNames[this.ioctl[i]], latencyNs: this.lat[i] };
   }
 

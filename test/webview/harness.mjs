@@ -82,8 +82,18 @@ window.acquireVsCodeApi = (() => {
 
 let built = false;
 let panelHtml;
-/** webview/messages.ts and panelHtml.ts as the extension sees them (no DOM). */
+/** webview/messages.ts and panelHtml.ts as the extension sees them (no DOM), the adapter's encodeTimeline, the panel's FaultStore. */
 export let nodeSide;
+/**
+ * The adapter's batch encoder for pages: `page.evaluate(encoderScript)` defines
+ * `window.__uffdEncode.encodeTimeline(events, per)`, for sessions generated in the page.
+ */
+export let encoderScript;
+
+/** `events` messages for a list of events, as the adapter batches them (`per` events each). */
+export function eventMessages(events, per = 5000) {
+  return nodeSide.encodeTimeline(events, per).map((batch) => ({ type: 'events', batch }));
+}
 
 /** Builds dist/webview.js (the same options as scripts/build.mjs) and loads panelHtml.ts. */
 export async function buildWebview() {
@@ -95,8 +105,13 @@ export async function buildWebview() {
   const tmp = mkdtempSync(path.join(tmpdir(), 'uffd-webview-'));
   const out = path.join(tmp, 'node.mjs');
   await esbuild.build({ stdin: { contents: "export { panelHtml } from './webview/panelHtml'; " +
-    "export * from './webview/messages';", resolveDir: root, loader: 'ts' }, outfile: out, bundle: true,
-    platform: 'node', format: 'esm', logLevel: 'warning' });
+    "export * from './webview/messages'; export { encodeTimeline } from './server/core/batcher'; " +
+    "export { FaultStore } from './webview/store';", resolveDir: root,
+  loader: 'ts' }, outfile: out, bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' });
+  const enc = await esbuild.build({ stdin: { contents: "export { encodeTimeline } from './server/core/batcher';",
+    resolveDir: root, loader: 'ts' }, bundle: true, write: false, platform: 'browser', format: 'iife',
+  globalName: 'window.__uffdEncode', logLevel: 'warning' });
+  encoderScript = enc.outputFiles[0].text;
   nodeSide = await import(pathToFileURL(out).href);
   panelHtml = nodeSide.panelHtml;
   rmSync(tmp, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import {
-  artifacts, ensureArtifacts, genSession, launchBrowser, nodeSide, openPanel, startServer,
+  artifacts, encoderScript, ensureArtifacts, eventMessages, genSession, launchBrowser, nodeSide, openPanel, startServer,
 } from './harness.mjs';
 
 const session = genSession(3000, 7);
@@ -28,7 +28,7 @@ after(async () => {
 });
 
 async function feed(p, events, size = 700) {
-  for (let i = 0; i < events.length; i += size) await p.send({ type: 'events', batch: events.slice(i, i + size) });
+  for (const m of eventMessages(events, size)) await p.send(m);
   await settle(p);
 }
 
@@ -88,7 +88,21 @@ describe('timeline messages (shared with the extension)', () => {
   it('accepts the protocol and rejects malformed messages with a reason', () => {
     const { toPanelProblem, fromPanelProblem, eventProblem } = nodeSide;
     for (const e of session) assert.equal(eventProblem(e), null, JSON.stringify(e));
-    assert.equal(toPanelProblem({ type: 'events', batch: session.slice(0, 10) }), null);
+    const [batch] = nodeSide.encodeTimeline(session.slice(0, 10));
+    assert.equal(toPanelProblem({ type: 'events', batch }), null);
+    // A batch is checked column by column: any bad column or fault drops it, with the reason.
+    const bad = (change) => toPanelProblem({ type: 'events', batch: { ...batch, ...change } });
+    assert.match(bad({ v: 2 }), /version 2.*reload/);
+    assert.match(bad({ page: batch.page.slice(1) }), /page is not an array of \d+ numbers/);
+    assert.match(bad({ page: batch.page.map((x, k) => (k === 2 ? -1e15 : x)) }), /fault 2 .*page -1000000000000000/);
+    assert.match(bad({ t: batch.t.map((x, k) => (k === 3 ? String(x) : x)) }), /fault 3 has a field out of range/);
+    assert.match(bad({ flags: batch.flags.map(() => 12) }), /fault 0 .*flags 12/);
+    assert.match(bad({ ioctl: batch.ioctl.map(() => batch.ioctls.length) }), /fault 0 .*ioctl/);
+    assert.match(bad({ off: batch.off.map(() => 2 ** 33) }), /fault 0 .*off/);
+    assert.match(bad({ lat: batch.lat.map(() => null) }), /fault 0 .*lat null/);
+    assert.match(bad({ ioctls: ['UFFDIO_COPY'] }), /ioctls/);
+    assert.match(bad({ otherAt: [batch.seq.length + 1] }), /other/);
+    assert.match(toPanelProblem({ type: 'events', batch: session.slice(0, 10) }), /list of events, not a batch of columns/);
     assert.equal(toPanelProblem({ type: 'reset' }), null);
     assert.equal(toPanelProblem({ type: 'import', format: 'csv', text: '' }), null);
     assert.match(toPanelProblem({ type: 'import', format: 'pdf', text: '' }), /format/);
@@ -105,6 +119,40 @@ describe('timeline messages (shared with the extension)', () => {
     assert.match(html, /default-src 'none'; img-src vscode-resource: data:; style-src vscode-resource:; script-src 'nonce-abc'; font-src vscode-resource:/);
     assert.doesNotMatch(html, /style=/, 'no inline styles');
     assert.equal((html.match(/<script/g) ?? []).length, 1);
+  });
+});
+
+describe('timeline batches (adapter → panel)', () => {
+  it('store the same faults, resolutions, regions and nc events as the events themselves', () => {
+    const { FaultStore, encodeTimeline, toPanelProblem } = nodeSide;
+    const direct = new FaultStore();
+    direct.append(session);
+    for (const per of [1, 97, 5000]) {
+      const viaBatches = new FaultStore();
+      for (const batch of encodeTimeline(session, per)) {
+        assert.equal(toPanelProblem({ type: 'events', batch }), null);
+        const r = viaBatches.ingestBatch(batch);
+        assert.equal(r.dropped, 0, r.firstProblem);
+      }
+      assert.equal(viaBatches.n, faults.length);
+      for (let i = 0; i < direct.n; i++) {
+        assert.deepEqual(viaBatches.faultEvent(i), direct.faultEvent(i), `fault ${i}, ${per} per batch`);
+        assert.deepEqual(viaBatches.resolvedEvent(i), direct.resolvedEvent(i), `resolution of fault ${i}`);
+      }
+      assert.deepEqual(viaBatches.regionEvents(), direct.regionEvents());
+      assert.deepEqual(viaBatches.nc.map((m) => m.ev), direct.nc.map((m) => m.ev));
+      assert.deepEqual(viaBatches.pageStateCounts(), direct.pageStateCounts());
+      assert.deepEqual([...viaBatches.hist], [...direct.hist]);
+      assert.deepEqual(viaBatches.blocked, direct.blocked);
+      assert.deepEqual(viaBatches.pending, direct.pending);
+    }
+    // Each fault as the helper sent it: fields the batch does not carry (pageSize) aside.
+    const store = new FaultStore();
+    for (const batch of encodeTimeline(session)) store.ingestBatch(batch);
+    const sent = faults.map(({ pageSize: _p, ...f }) => f);
+    const back = Array.from({ length: store.n }, (_, i) => store.faultEvent(i)).sort((x, y) => x.seq - y.seq);
+    assert.deepEqual(back.map((f) => ({ ...f, ioctl: f.held ? undefined : f.ioctl })),
+      sent.map((f) => ({ ...f, ioctl: f.held ? undefined : f.ioctl })).sort((x, y) => x.seq - y.seq));
   });
 });
 
@@ -289,18 +337,20 @@ describe('timeline webview', { timeout: 180000 }, () => {
     await p.send({ type: 'events', batch: 'nope' });
     await p.send({ type: 'import', format: 'xml', text: '' });
     await p.send({ type: 'import', format: 'trace', text: '{not json' });
-    await p.send({ type: 'events', batch: [
-      { event: 'fault', seq: 'x' },
-      { event: 'fault', seq: 1, t: 5, addr: 'nothex', page: '0x1000', access: 'read', kind: 'missing', tid: 1, held: false },
-      { event: 'teleport' },
-      session[0],
-      faults[0],
-    ] });
+    // A bad fault drops its batch; bad other events are dropped one by one.
+    const [good] = nodeSide.encodeTimeline([session[0], faults[0]]);
+    await p.send({ type: 'events', batch: { ...good, tid: ['x'] } });
+    await p.send({ type: 'events', batch: { ...good,
+      other: [{ event: 'resolved', seq: 'x' }, { event: 'teleport' }, session[0], { event: 'exited', pid: 1 }],
+      otherAt: [0, 0, 0, 1] } });
     await settle(p);
     const s = await p.stats();
     assert.equal(s.events, 1, 'the one valid fault is kept');
+    assert.equal(s.lanes.length, 1, 'the valid region is kept');
+    assert.ok(p.warnings.some((w) => /dropped message: events.batch.tid|dropped message: events.batch fault 0/.test(w)),
+      `warned about the bad batch: ${p.warnings}`);
     assert.ok(p.warnings.some((w) => /dropped message/.test(w)), 'warned about dropped messages');
-    assert.ok(p.warnings.some((w) => /dropped 3 invalid event/.test(w)), 'warned about dropped events');
+    assert.ok(p.warnings.some((w) => /dropped 2 invalid event/.test(w)), 'warned about dropped events');
     await clean(p);
     await p.page.close();
   });
@@ -369,8 +419,9 @@ describe('timeline webview', { timeout: 180000 }, () => {
 
     // 100,000 faults, generated in the page (sending them over the devtools protocol is slow).
     const p = await openPanel(browser.context, server.origin, 'dark');
+    await p.page.evaluate(encoderScript);
     await p.page.evaluate(`{ const ev = (${genSession.toString()})(100000, 3);
-      for (let i = 0; i < ev.length; i += 20000) window.postMessage({ type: 'events', batch: ev.slice(i, i + 20000) }, '*'); }`);
+      for (const batch of window.__uffdEncode.encodeTimeline(ev, 20000)) window.postMessage({ type: 'events', batch }, '*'); }`);
     await p.page.waitForFunction(() => window.__timeline.stats().events === 100000, null, { timeout: 30000 });
     await settle(p);
     const s = await p.stats();
