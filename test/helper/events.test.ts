@@ -129,7 +129,7 @@ describe('non-cooperative events', { timeout: 120_000 }, () => {
 
   test('holdAfter: the helper holds the first fault after a remove event itself', async () => {
     const { t } = await start('remove');
-    const addr = await ready(t);
+    await ready(t);
     const p = await t.c.request('policy', { holdAfter: ['remove'] });
     assert.deepEqual(p.holdAfter, ['remove']);
     await assert.rejects(t.c.request('policy', { holdAfter: ['explode' as never] }), /holdAfter/);
