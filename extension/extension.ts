@@ -69,14 +69,20 @@ async function pickProcess(): Promise<string | undefined> {
 class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
   constructor(private readonly context: vscode.ExtensionContext) {}
 
-  createDebugAdapterDescriptor(): vscode.DebugAdapterDescriptor {
+  createDebugAdapterDescriptor(session: vscode.DebugSession): vscode.DebugAdapterDescriptor {
+    // Observe mode answers `initialize` with its own Breakpoints-view filters (VS Code lists only those).
+    const c = session.configuration;
+    const observe = c.request === 'launch' && c.observe === true;
+    const mode = { observe, stopOnIoctlError: observe && c.stopOnIoctlError === true, followForks: !observe && c.followForks === true };
     // Inline runs the adapter inside the extension host: handy when debugging the adapter itself.
     if (vscode.workspace.getConfiguration('uffd-debug').get<boolean>('inlineAdapter')) {
-      return new vscode.DebugAdapterInlineImplementation(new UffdDebugSession());
+      return new vscode.DebugAdapterInlineImplementation(new UffdDebugSession(mode));
     }
     const adapter = path.join(this.context.extensionPath, 'dist', 'adapter.js');
+    const args = [...(mode.observe ? ['--observe'] : []), ...(mode.stopOnIoctlError ? ['--stop-on-ioctl-error'] : []),
+      ...(mode.followForks ? ['--follow-forks'] : [])];
     // The extension host's own Node runs the adapter: users need no Node on PATH.
-    return new vscode.DebugAdapterExecutable(process.execPath, [adapter], {
+    return new vscode.DebugAdapterExecutable(process.execPath, [adapter, ...args], {
       env: { ELECTRON_RUN_AS_NODE: '1' },
     });
   }

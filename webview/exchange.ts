@@ -1,7 +1,7 @@
 // Export a session as Chrome Trace Event JSON (opens in Perfetto / chrome://tracing) or CSV, and
 // read either back. The exact protocol fields ride along (trace: in args; CSV: one column each),
 // so a round trip gives back the same events. No DOM.
-import { eventProblem, type TimelineEvent, type TimelineFault, type TimelineNc } from './messages';
+import { eventProblem, type TimelineEvent, type TimelineFault, type TimelineNc, type TimelineStuck } from './messages';
 import { FaultStore } from './store';
 
 interface TraceEvent {
@@ -45,11 +45,15 @@ export function exportTrace(st: FaultStore): string {
     out.push({ name: `nc ${m.what}`, cat: 'nc', ph: 'i', s: 'g', ts: m.t / 1000, pid: 1, tid: 0,
       args: { ...m.ev, t: m.t } });
   }
+  for (const { ev } of st.stuck.values()) {
+    out.push({ name: 'stuck', cat: 'stuck', ph: 'i', s: 't', ts: ev.t / 1000, pid: 1, tid: ev.tid,
+      args: { seq: ev.seq, t: ev.t, page: ev.page, tid: ev.tid, waitedNs: ev.waitedNs } });
+  }
   return JSON.stringify({ traceEvents: out, displayTimeUnit: 'ns' });
 }
 
 const CSV_COLS = ['type', 'seq', 't_ns', 'addr', 'page', 'access', 'kind', 'tid', 'held', 'ioctl', 'latency_ns',
-  'resolved_t_ns', 'start', 'end', 'via', 'name', 'what', 'from', 'to', 'len', 'pid', 'action'] as const;
+  'resolved_t_ns', 'start', 'end', 'via', 'name', 'what', 'from', 'to', 'len', 'pid', 'action', 'waited_ns'] as const;
 type CsvRow = Partial<Record<(typeof CSV_COLS)[number], string | number | boolean | undefined>>;
 
 function csvCell(v: unknown): string {
@@ -80,6 +84,9 @@ export function exportCsv(st: FaultStore): string {
     const e = m.ev;
     row({ type: 'nc', what: e.what, t_ns: m.t, start: e.start, end: e.end, from: e.from, to: e.to, len: e.len,
       pid: e.pid ?? undefined });
+  }
+  for (const { ev } of st.stuck.values()) {
+    row({ type: 'stuck', seq: ev.seq, t_ns: ev.t, page: ev.page, tid: ev.tid, waited_ns: ev.waitedNs });
   }
   return lines.join('\n') + '\n';
 }
@@ -115,7 +122,7 @@ const num = (s: unknown): number | undefined => {
 };
 const str = (s: unknown): string | undefined => (typeof s === 'string' && s !== '' ? s : undefined);
 
-/** Fault (and, for a resolved held fault, its `resolved` event) from flat fields. */
+/** Fault (and, for a fault resolved by a later event, held or observed, its `resolved` event) from flat fields. */
 function faultFrom(f: Record<string, unknown>, out: TimelineEvent[]): void {
   const held = f.held === true || f.held === 'true';
   const lat = num(f.latencyNs);
@@ -125,15 +132,20 @@ function faultFrom(f: Record<string, unknown>, out: TimelineEvent[]): void {
     tid: num(f.tid) ?? NaN, held };
   const pid = num(f.pid);
   if (pid !== undefined) ev.pid = pid;
-  if (!held) {
+  const rt = num(f.resolvedT);
+  if (!held && rt === undefined) {
     if (ioctl) ev.ioctl = ioctl;
     if (lat !== undefined) ev.latencyNs = lat;
   }
   out.push(ev);
-  const rt = num(f.resolvedT);
-  if (held && rt !== undefined && lat !== undefined) {
+  if (rt !== undefined && lat !== undefined) {
     out.push({ event: 'resolved', seq: ev.seq, t: rt, page: ev.page, ioctl: ioctl ?? '', latencyNs: lat });
   }
+}
+
+function stuckFrom(f: Record<string, unknown>): TimelineStuck {
+  return { event: 'stuck', seq: num(f.seq) ?? NaN, t: num(f.t) ?? NaN, page: String(f.page), tid: num(f.tid) ?? NaN,
+    waitedNs: num(f.waitedNs) ?? NaN };
 }
 
 function ncFrom(f: Record<string, unknown>): TimelineNc {
@@ -156,7 +168,8 @@ export interface Imported { events: TimelineEvent[]; dropped: number }
 function finish(all: TimelineEvent[]): Imported {
   const ok = all.filter((e) => eventProblem(e) === null);
   const rank = (e: TimelineEvent) =>
-    e.event === 'region' ? (e.action === 'remove' ? 2 : 0) : e.event === 'resolved' ? 1 : e.event === 'nc' ? 2 : 3;
+    e.event === 'region' ? (e.action === 'remove' ? 2 : 0) : e.event === 'resolved' ? 1 : e.event === 'nc' ? 2
+      : e.event === 'stuck' ? 4 : 3;
   const time = (e: TimelineEvent) =>
     e.event === 'region' ? (e.action === 'remove' ? e.t ?? Infinity : -Infinity) : e.t ?? 0;
   ok.sort((a, b) => time(a) - time(b) || rank(a) - rank(b));
@@ -182,6 +195,8 @@ export function importTrace(text: string): Imported {
         latencyNs: a.latencyNs !== undefined ? a.latencyNs : x.dur !== undefined ? x.dur * 1000 : undefined }, out);
     } else if (x.cat === 'nc') {
       out.push(ncFrom({ ...a, t: a.t ?? (x.ts ?? NaN) * 1000 }));
+    } else if (x.cat === 'stuck') {
+      out.push(stuckFrom({ ...a, t: a.t ?? (x.ts ?? NaN) * 1000, tid: a.tid ?? x.tid }));
     }
   }
   return finish(out);
@@ -213,6 +228,9 @@ export function importCsv(text: string): Imported {
       case 'nc':
         out.push(ncFrom({ what: g('what'), t: g('t_ns'), start: g('start'), end: g('end'), from: g('from'),
           to: g('to'), len: g('len'), pid: g('pid') }));
+        break;
+      case 'stuck':
+        out.push(stuckFrom({ seq: g('seq'), t: g('t_ns'), page: g('page'), tid: g('tid'), waitedNs: g('waited_ns') }));
         break;
     }
   }

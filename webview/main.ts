@@ -12,7 +12,7 @@ import {
 import { exportCsv, exportTrace, importCsv, importTrace } from './exchange';
 import { toPanelProblem, type FromPanel, type TimelineBatch, type TimelineEvent, type ToPanel } from './messages';
 import {
-  FaultStore, FLAG_HELD, FLAG_WRITE, HIST_BUCKETS, KINDS, numToHex, PAGE_SIZE, PAGE_STATES,
+  FaultStore, FLAG_HELD, FLAG_RESOLVED, FLAG_WRITE, HIST_BUCKETS, KINDS, numToHex, PAGE_SIZE, PAGE_STATES,
 } from './store';
 import { css, latencyIndex, readPalette, type Palette } from './theme';
 
@@ -49,7 +49,7 @@ let selected = -1; // index into the store
 let seenTMax = 0;
 let seenBands = 0;
 
-const drawn = { missing: 0, wp: 0, minor: 0, resolutions: 0, nc: 0, held: 0, visible: 0, mode: 'shapes' };
+const drawn = { missing: 0, wp: 0, minor: 0, resolutions: 0, nc: 0, held: 0, stuck: 0, visible: 0, mode: 'shapes' };
 const timings = { ingestMs: 0, binMs: 0, renderMs: 0, renders: 0 };
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -266,6 +266,11 @@ function fmtNs(ns: number): string {
   return `${(ns / 1e9).toFixed(3)} s`;
 }
 
+/** A wait: whole ms from 1 ms up. */
+function fmtWait(ns: number): string {
+  return ns >= 1e6 ? `${Math.round(ns / 1e6).toLocaleString()} ms` : fmtNs(ns);
+}
+
 function fmtBytes(b: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let k = 0;
@@ -390,7 +395,7 @@ function drawFaults(c: Chart<'scatter'>): void {
   const { x0, x1, y0, y1 } = { x0: xs.min, x1: xs.max, y0: ys.min, y1: ys.max };
   const i0 = store.lowerBound(x0);
   const i1 = store.upperBound(x1);
-  drawn.missing = drawn.wp = drawn.minor = drawn.resolutions = drawn.nc = drawn.held = 0;
+  drawn.missing = drawn.wp = drawn.minor = drawn.resolutions = drawn.nc = drawn.held = drawn.stuck = 0;
   drawn.visible = i1 - i0;
   const T = store.t, Y = store.ycol, K = store.kind, F = store.flags, L = store.lat;
   const counts = [0, 0, 0];
@@ -424,19 +429,19 @@ function drawFaults(c: Chart<'scatter'>): void {
       if (k === 0) { p.moveTo(x + rad, y); p.arc(x, y, rad, 0, Math.PI * 2); }
       else if (k === 1) p.rect(x - rad + 0.5, y - rad + 0.5, 2 * rad - 1, 2 * rad - 1);
       else { p.moveTo(x, y - rad - 0.5); p.lineTo(x + rad + 0.5, y + rad - 0.5); p.lineTo(x - rad - 0.5, y + rad - 0.5); p.closePath(); }
-      if (F[i] & FLAG_HELD) {
-        if (Number.isNaN(l)) {
-          drawn.held++;
-          heldRing.moveTo(x + rad + 2.5, y);
-          heldRing.arc(x, y, rad + 2.5, 0, Math.PI * 2);
-        } else if (!Number.isNaN(store.resolvedT(i))) {
-          const xr = a.left + (store.resolvedT(i) - x0) * sx;
-          drawn.resolutions++;
-          resLines.moveTo(x + rad, y);
-          resLines.lineTo(xr, y);
-          resLines.moveTo(xr, y - rad - 1.5);
-          resLines.lineTo(xr, y + rad + 1.5);
-        }
+      const f = F[i];
+      if ((f & FLAG_HELD) && Number.isNaN(l)) {
+        drawn.held++;
+        heldRing.moveTo(x + rad + 2.5, y);
+        heldRing.arc(x, y, rad + 2.5, 0, Math.PI * 2);
+      } else if (f & FLAG_RESOLVED) {
+        // A resolution that came later (a held fault, or the handler's in observe mode): a line to it.
+        const xr = a.left + (store.resolvedT(i) - x0) * sx;
+        drawn.resolutions++;
+        resLines.moveTo(x + rad, y);
+        resLines.lineTo(xr, y);
+        resLines.moveTo(xr, y - rad - 1.5);
+        resLines.lineTo(xr, y + rad + 1.5);
       }
     }
     ctx.lineWidth = 1.5;
@@ -469,15 +474,19 @@ function drawFaults(c: Chart<'scatter'>): void {
       const l = L[i];
       let v: number;
       if (Number.isNaN(l)) {
-        v = (F[i] & FLAG_HELD) ? PENDING_VAL : 1;
-        if (v === PENDING_VAL) drawn.held++;
+        // Not resolved (yet): held by the debugger, or waiting for the program's own handler.
+        v = PENDING_VAL;
+        if (F[i] & FLAG_HELD) drawn.held++;
       } else v = l + 1;
       if (v > cv[cell]) cv[cell] = v;
-      const rt = F[i] & FLAG_HELD ? store.resolvedT(i) : NaN;
+      const rt = F[i] & FLAG_RESOLVED ? store.resolvedT(i) : NaN;
       if (rt <= x1) {
-        drawn.resolutions++;
         const rc = py * W + Math.min(W - 1, Math.floor((rt - x0) * sx));
-        if (cv[rc] < RES_VAL) cv[rc] = RES_VAL;
+        // Observed resolutions within the fault's own cell would hide its latency colour.
+        if (rc !== cell || (F[i] & FLAG_HELD)) {
+          drawn.resolutions++;
+          if (cv[rc] < RES_VAL) cv[rc] = RES_VAL;
+        }
       }
     }
     const px = pixels;
@@ -495,6 +504,7 @@ function drawFaults(c: Chart<'scatter'>): void {
   drawn.missing = counts[0];
   drawn.wp = counts[1];
   drawn.minor = counts[2];
+  drawStuck(ctx, c);
   // Non-cooperative events cut across every lane.
   ctx.font = `11px ${pal.font}`;
   ctx.textBaseline = 'top';
@@ -532,6 +542,59 @@ function drawFaults(c: Chart<'scatter'>): void {
     ctx.stroke();
   }
   ctx.restore();
+}
+
+/**
+ * Stuck faults (observe mode: read by the handler, not resolved in time): a red halo and ring on
+ * the mark, the wait drawn as a line to when it was reported, and a label. Few per session, drawn
+ * over the marks in either mode. A stuck fault resolved later keeps a dashed ring.
+ */
+function drawStuck(ctx: CanvasRenderingContext2D, c: Chart<'scatter'>): void {
+  if (!store.stuck.size) return;
+  const xs = c.scales.x;
+  const ys = c.scales.y;
+  ctx.font = `bold 11px ${pal.font}`;
+  ctx.textBaseline = 'middle';
+  for (const m of store.stuck.values()) {
+    const i = store.indexOfSeq(m.ev.seq);
+    if (i < 0) continue;
+    const t = store.t[i];
+    const yv = store.y(i);
+    if (!(t >= view.x0 && t <= view.x1 && yv >= view.y0 && yv <= view.y1)) continue;
+    drawn.stuck++;
+    const x = xs.getPixelForValue(t);
+    const y = ys.getPixelForValue(yv);
+    const end = m.resolved ? store.resolvedT(i) : Math.max(m.ev.t, t);
+    const xe = Math.min(c.chartArea.right, xs.getPixelForValue(end));
+    ctx.fillStyle = css(pal.stuck, 0.22);
+    ctx.beginPath();
+    ctx.arc(x, y, 14, 0, Math.PI * 2);
+    ctx.fill();
+    ctx.strokeStyle = css(pal.stuck);
+    ctx.lineWidth = 2.5;
+    ctx.setLineDash(m.resolved ? [3, 2] : []);
+    ctx.beginPath();
+    ctx.arc(x, y, 10, 0, Math.PI * 2);
+    ctx.stroke();
+    ctx.lineWidth = 1.5;
+    ctx.setLineDash([2, 2]);
+    if (xe > x + 10) {
+      ctx.beginPath();
+      ctx.moveTo(x + 10, y);
+      ctx.lineTo(xe, y);
+      ctx.moveTo(xe, y - 6);
+      ctx.lineTo(xe, y + 6);
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    const label = m.resolved ? `was stuck ${fmtWait(m.ev.waitedNs)}` : `stuck ${fmtWait(m.ev.waitedNs)}`;
+    // On the editor background, so marks under it do not hide it.
+    const w = ctx.measureText(label).width;
+    ctx.fillStyle = css(pal.bg, 0.85);
+    ctx.fillRect(x + 13, y - 20, w + 6, 16);
+    ctx.fillStyle = css(pal.stuck);
+    ctx.fillText(label, x + 16, y - 12);
+  }
 }
 
 // ---------------------------------------------------------------- overview strip
@@ -581,6 +644,12 @@ function drawOverview(): void {
   }
   ctx.fillStyle = css(pal.nc);
   for (const m of store.nc) ctx.fillRect(left + ((m.t - t0) / (t1 - t0)) * w, 0, 1, hCss);
+  // Stuck faults: a red tick where each was read.
+  ctx.fillStyle = css(pal.stuck);
+  for (const m of store.stuck.values()) {
+    const i = store.indexOfSeq(m.ev.seq);
+    if (i >= 0) ctx.fillRect(left + ((store.t[i] - t0) / (t1 - t0)) * w - 1, 0, 3, hCss);
+  }
   if (store.n) {
     const vx0 = left + ((view.x0 - t0) / (t1 - t0)) * w;
     const vx1 = left + ((view.x1 - t0) / (t1 - t0)) * w;
@@ -683,8 +752,9 @@ function updateRates(): void {
   for (let i = from; i < store.n; i++) c[store.kind[i]]++;
   const span = store.n ? Math.min(1e9, Math.max(tMax - store.t[from], 1)) / 1e9 : 1;
   const rate = (k: number) => Math.round(c[k] / Math.max(span, 1e-3)).toLocaleString();
+  const stuck = store.stuckOpen;
   $('rates').textContent = `faults/s: missing ${rate(0)} · wp ${rate(1)} · minor ${rate(2)}  |  ` +
-    `pending ${store.pending.size}  |  ${store.n.toLocaleString()} faults`;
+    `pending ${store.pending.size}${stuck ? `  |  stuck ${stuck}` : ''}  |  ${store.n.toLocaleString()} faults`;
 }
 
 // ---------------------------------------------------------------- page map
@@ -793,6 +863,14 @@ function showDetails(): void {
   const i = selected;
   const held = (store.flags[i] & FLAG_HELD) !== 0;
   const pending = held && Number.isNaN(store.lat[i]);
+  // Observe mode: read by the program's handler, its resolution not seen (yet).
+  const waiting = !held && Number.isNaN(store.lat[i]) && !store.ioctl[i];
+  const stuck = store.stuckOf(i);
+  if (stuck) {
+    row('stuck', stuck.resolved
+      ? `read by the handler, waited ${fmtWait(stuck.ev.waitedNs)} when reported, resolved later`
+      : `read by the handler, never resolved, waited ${fmtWait(stuck.ev.waitedNs)}`);
+  }
   row('seq', String(store.seq[i]));
   row('time', `${fmtNs(store.t[i] - store.tMin)} after first fault (t=${store.t[i]} ns)`);
   row('address', numToHex(store.addr[i]));
@@ -802,7 +880,9 @@ function showDetails(): void {
   row('kind', store.kindName(i));
   row('access', store.flags[i] & FLAG_WRITE ? 'write' : 'read');
   row('held', pending ? 'yes — pending' : held ? 'yes — resolved' : 'no');
-  row('resolution', store.ioctlNames[store.ioctl[i]] || (pending ? 'pending' : '–'));
+  row('resolution', store.ioctlNames[store.ioctl[i]] || (pending ? 'pending' : waiting ? 'not resolved (yet) by the handler' : '–'));
+  const rt = store.resolvedT(i);
+  if (!Number.isNaN(rt)) row('resolved at', `${fmtNs(rt - store.tMin)} after first fault`);
   row('latency', fmtNs(store.lat[i]));
 }
 
@@ -1036,6 +1116,11 @@ function setupInput(): void {
       case '+': case '=': zoom('x', 0.8, (view.x0 + view.x1) / 2); break;
       case '-': zoom('x', 1.25, (view.x0 + view.x1) / 2); break;
       case 'f': fit(); requestRender(true); break;
+      case 's': { // the next stuck fault (observe mode), round
+        const idx = [...store.stuck.keys()].map((q) => store.indexOfSeq(q)).filter((k) => k >= 0).sort((p, q) => p - q);
+        if (idx.length) select(idx.find((k) => k > selected) ?? idx[0], true);
+        break;
+      }
     }
   });
   const ov = $<HTMLCanvasElement>('overview');
@@ -1099,6 +1184,7 @@ function stats() {
     blocked: Object.fromEntries(store.blocked),
     kinds: Object.fromEntries(KINDS.map((k, j) => [k, store.kindCounts[j]])),
     pending: store.pending.size,
+    stuck: [...store.stuck.values()].map((m) => ({ ...m.ev, resolved: m.resolved })),
     nc: store.nc.length,
     view: { ...view },
     chartArea: { ...chart.chartArea },

@@ -5,7 +5,8 @@
 //
 // extension → panel
 //   {type:'events', batch:TimelineBatch}                      append; a few times a second. Faults in
-//                                                             columns (server/protocol/messages.ts)
+//                                                             columns (server/protocol/messages.ts);
+//                                                             other: resolved, region, nc, stuck
 //   {type:'reset'}                                            forget the session
 //   {type:'import', format:'trace'|'csv', text}               show an exported session
 //   {type:'theme'}                                            re-read the theme's colours
@@ -25,7 +26,7 @@
 
 import {
   parseHex, TIMELINE_BATCH_VERSION, type FaultEvent, type FaultKind, type Hex, type NcEvent, type NcWhat, type ResolvedEvent,
-  type TimelineBatch,
+  type StuckEvent, type TimelineBatch,
 } from '../server/protocol/messages';
 
 export { parseHex };
@@ -37,6 +38,8 @@ type Untagged<T> = Omit<T, 'type'>;
 
 export type TimelineFault = Untagged<FaultEvent>;
 export type TimelineResolved = Untagged<ResolvedEvent>;
+/** Observe mode: fault `seq` was read by the program's handler and has waited `waitedNs` unresolved. */
+export type TimelineStuck = Untagged<StuckEvent>;
 
 /** `add` (or no action): registered; `remove`: unmapped or moved away (via 'unmap'/'remap'). */
 export interface TimelineRegion {
@@ -50,7 +53,7 @@ export interface TimelineRegion {
 /** Non-cooperative events; `t` may be missing in imported sessions. */
 export type TimelineNc = Omit<Untagged<NcEvent>, 't'> & { t?: number };
 
-export type TimelineEvent = TimelineFault | TimelineResolved | TimelineRegion | TimelineNc;
+export type TimelineEvent = TimelineFault | TimelineResolved | TimelineRegion | TimelineNc | TimelineStuck;
 
 export type ToPanel =
   | { type: 'events'; batch: TimelineBatch }
@@ -104,6 +107,11 @@ export function eventProblem(v: unknown): string | null {
       if (!optNum(v.t)) return 'region t is not a number';
       return null;
     }
+    case 'stuck':
+      if (!isNum(v.seq) || !isNum(v.t) || !isHex(v.page) || !isNum(v.tid) || !isNum(v.waitedNs) || v.waitedNs < 0) {
+        return 'stuck needs numeric seq, t, tid, waitedNs ≥ 0 and hex page';
+      }
+      return null;
     case 'nc':
       if (!NC_WHAT.includes(v.what as string)) return `nc what '${String(v.what)}'`;
       if (!optNum(v.t) || !(v.pid === null || optNum(v.pid)) || !optHex(v.start) || !optHex(v.end) || !optHex(v.from) ||

@@ -42,8 +42,9 @@ export function panelHtml(opts: PanelHtmlOptions): string {
   <span class="lg"><span class="glyph k-wp">■</span> write-protect</span>
   <span class="lg"><span class="glyph k-minor">▲</span> minor</span>
   <span class="lg"><span class="glyph k-held">◯</span> held, pending</span>
-  <span class="lg"><span class="glyph k-res">┤</span> resolved (held)</span>
+  <span class="lg" title="A held fault resolved, or (observe mode) the handler's resolution"><span class="glyph k-res">┤</span> resolved later</span>
   <span class="lg"><span class="glyph k-nc">┊</span> fork/remap/remove/unmap</span>
+  <span class="lg" title="Observe mode: read by the program's handler and not resolved in time (a dashed ring: resolved later)"><span class="glyph k-stuck">◎</span> stuck</span>
   <span class="lg">latency <span class="ramp-lo">1 µs</span><span class="ramp" aria-hidden="true"></span><span>≥ 10 ms</span></span>
 </div>
 <main class="layout">

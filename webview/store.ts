@@ -3,7 +3,7 @@
 // tests can drive it directly.
 import {
   eventProblem, parseHex, type TimelineBatch, type TimelineEvent, type TimelineFault, type TimelineNc,
-  type TimelineRegion, type TimelineResolved,
+  type TimelineRegion, type TimelineResolved, type TimelineStuck,
 } from './messages';
 
 export const KINDS = ['missing', 'wp', 'minor'] as const;
@@ -20,6 +20,10 @@ export const MAX_PAGES_PER_REGION = 1 << 22;
 export const HIST_BUCKETS = 24;
 export const FLAG_WRITE = 1;
 export const FLAG_HELD = 2;
+/** Resolved by a later `resolved` event (held faults; observe mode: every fault the handler places). */
+export const FLAG_RESOLVED = 4;
+/** A `stuck` event named it (observe mode: read by the handler and not resolved in time). */
+export const FLAG_STUCK = 8;
 /** Implicit regions group faults outside any announced region, per 2 MiB. */
 const IMPLICIT_SPAN = 2 * 1024 * 1024;
 
@@ -37,6 +41,9 @@ export interface RegionInfo {
 }
 
 export interface NcMark { t: number; what: string; ev: TimelineNc }
+
+/** A stuck fault (observe mode), as its `stuck` event named it; `resolved` once a resolution came. */
+export interface StuckMark { ev: TimelineStuck; resolved: boolean }
 
 export function hexToNum(h: string): number {
   return parseHex(h);
@@ -101,6 +108,8 @@ export class FaultStore {
   /** Held faults not yet resolved: seq → index. */
   pending = new Map<number, number>();
   nc: NcMark[] = [];
+  /** Stuck faults by seq, in arrival order (a handful per session). */
+  stuck = new Map<number, StuckMark>();
   /** Region removals, with the time they were seen, for exports. */
   removals: TimelineRegion[] = [];
   kindCounts = new Float64Array(3);
@@ -250,6 +259,7 @@ export class FaultStore {
       case 'resolved': this.addResolved(e); break;
       case 'region': this.addRegion(e); break;
       case 'nc': this.addNc(e); break;
+      case 'stuck': this.addStuck(e); break;
     }
   }
 
@@ -291,7 +301,8 @@ export class FaultStore {
     this.region[i] = r;
     this.pidx[i] = pidx;
     this.kind[i] = kind;
-    this.flags[i] = (write ? FLAG_WRITE : 0) | (held ? FLAG_HELD : 0);
+    this.flags[i] = (write ? FLAG_WRITE : 0) | (held ? FLAG_HELD : 0) |
+      (this.stuck.size && this.stuck.has(seq) ? FLAG_STUCK : 0);
     this.tid[i] = tid;
     this.pid[i] = pid;
     this.ioctl[i] = ioctl;
@@ -303,6 +314,9 @@ export class FaultStore {
     this.kindCounts[kind]++;
     if (held && lat === undefined) {
       this.pending.set(seq, i);
+      this.setPage(r, pidx, ST.pending);
+    } else if (lat === undefined && !ioctl) {
+      // Observe mode: read by the program's handler, waiting for its resolution.
       this.setPage(r, pidx, ST.pending);
     } else {
       if (lat !== undefined) this.account(tid, lat);
@@ -336,7 +350,10 @@ export class FaultStore {
     }
     this.pending.delete(e.seq);
     this.lat[i] = e.latencyNs;
+    this.flags[i] |= FLAG_RESOLVED;
     this.resolvedAt.set(e.seq, e.t);
+    const sm = this.stuck.get(e.seq);
+    if (sm) sm.resolved = true;
     this.ioctl[i] = this.code(e.ioctl);
     this.account(this.tid[i], e.latencyNs);
     const s = stateOfIoctl(e.ioctl);
@@ -371,6 +388,26 @@ export class FaultStore {
       }
       this.layoutBands();
     }
+  }
+
+  private addStuck(e: TimelineStuck): void {
+    if (this.stuck.has(e.seq)) return; // named once; the first report stands
+    const i = this.indexOfSeq(e.seq);
+    this.stuck.set(e.seq, { ev: { event: 'stuck', seq: e.seq, t: e.t, page: e.page, tid: e.tid, waitedNs: e.waitedNs },
+      resolved: i >= 0 && !Number.isNaN(this.lat[i]) });
+    if (i >= 0) this.flags[i] |= FLAG_STUCK;
+  }
+
+  /** The stuck mark of fault i, or undefined. */
+  stuckOf(i: number): StuckMark | undefined {
+    return this.flags[i] & FLAG_STUCK ? this.stuck.get(this.seq[i]) : undefined;
+  }
+
+  /** Stuck faults whose resolution has not come. */
+  get stuckOpen(): number {
+    let n = 0;
+    for (const m of this.stuck.values()) if (!m.resolved) n++;
+    return n;
   }
 
   private addNc(e: TimelineNc): void {
@@ -505,9 +542,9 @@ export class FaultStore {
     return this.regions[this.region[i]].start + this.pidx[i] * PAGE_SIZE;
   }
 
-  /** Time of the `resolved` event of held fault i, NaN when it has none (yet). */
+  /** Time of the `resolved` event of fault i (held, or observed), NaN when it has none (yet). */
   resolvedT(i: number): number {
-    if (!(this.flags[i] & FLAG_HELD)) return NaN;
+    if (!(this.flags[i] & FLAG_RESOLVED)) return NaN;
     return this.resolvedAt.get(this.seq[i]) ?? NaN;
   }
 
@@ -528,8 +565,8 @@ export class FaultStore {
       held: (this.flags[i] & FLAG_HELD) !== 0,
     };
     if (this.pid[i]) e.pid = this.pid[i];
-    // A held fault's ioctl and latency come with its `resolved` event, not the fault.
-    if (!e.held) {
+    // A held (or observed) fault's ioctl and latency come with its `resolved` event, not the fault.
+    if (!e.held && !(this.flags[i] & FLAG_RESOLVED)) {
       if (this.ioctl[i]) e.ioctl = this.ioctlNames[this.ioctl[i]];
       if (!Number.isNaN(this.lat[i])) e.latencyNs = this.lat[i];
     }

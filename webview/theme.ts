@@ -13,6 +13,8 @@ export interface Palette {
   pending: Rgba;
   resolved: Rgba;
   nc: Rgba;
+  /** Halo of a stuck fault (observe mode). */
+  stuck: Rgba;
   /** 256-step latency ramp (index = latencyIndex), as CSS strings and as packed ABGR pixels. */
   ramp: string[];
   rampPx: Uint32Array;
@@ -113,7 +115,7 @@ export function readPalette(): Palette {
   return {
     bg: c('--vscode-editor-background'), fg, muted: c('--vscode-descriptionForeground'),
     grid: css(c('--vscode-charts-lines'), 0.5), focus: c('--vscode-focusBorder'), pending,
-    resolved: fg, nc: c('--vscode-charts-orange'), ramp, rampPx, pendingPx: px(pending), resolvedPx: px(fg),
+    resolved: fg, nc: c('--vscode-charts-orange'), stuck: c('--vscode-charts-red'), ramp, rampPx, pendingPx: px(pending), resolvedPx: px(fg),
     states, font: cssVar('--vscode-font-family'),
   };
 }

@@ -19,7 +19,7 @@ import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
 import { basename, frameViews, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
 import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
-import { ObserveRequests } from './observeRequests';
+import { OBSERVE_FILTERS, ObserveRequests } from './observeRequests';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -109,6 +109,21 @@ const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
   'data breakpoint': 'Paused on data breakpoint',
 };
 
+/**
+ * What the extension knows before `initialize` (from the launch configuration): VS Code reads the
+ * Breakpoints view's filters from the initialize response only (a later capabilities event changes
+ * what the adapter accepts, not what the view lists), so observe mode must answer with its own.
+ */
+export interface AdapterMode { observe?: boolean; stopOnIoctlError?: boolean; followForks?: boolean }
+
+/** `--observe`, `--stop-on-ioctl-error`, `--follow-forks` on the adapter's command line (the extension passes them). */
+export function adapterModeFromArgs(argv: readonly string[]): AdapterMode {
+  return {
+    observe: argv.includes('--observe'), stopOnIoctlError: argv.includes('--stop-on-ioctl-error'),
+    followForks: argv.includes('--follow-forks'),
+  };
+}
+
 export class UffdDebugSession extends LoggingDebugSession {
   private session = new FaultSession();
   private refs = new Handles<VarRef>();
@@ -128,7 +143,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   /** Set by a launch with `observe: true`: every request goes there (observeRequests.ts). */
   private observe: ObserveRequests | null = null;
 
-  constructor() {
+  constructor(private readonly mode: AdapterMode = {}) {
     super();
     this.setDebuggerLinesStartAt1(true);
     this.setDebuggerColumnsStartAt1(true);
@@ -206,7 +221,10 @@ export class UffdDebugSession extends LoggingDebugSession {
       supportsExceptionFilterOptions: true,
       completionTriggerCharacters: [],
       supportTerminateDebuggee: true,
-      exceptionBreakpointFilters: FILTERS,
+      exceptionBreakpointFilters: this.mode.observe
+        ? OBSERVE_FILTERS.map((f) => (f.filter === 'ioctlError' ? { ...f, default: this.mode.stopOnIoctlError === true } : f))
+        // The Fork filter only where forks are followed (nothing else reports them).
+        : FILTERS.filter((f) => f.filter !== 'fork' || this.mode.followForks === true),
     };
     this.sendResponse(response);
   }
@@ -645,7 +663,14 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override async setDataBreakpointsRequest(response: DebugProtocol.SetDataBreakpointsResponse,
     args: DebugProtocol.SetDataBreakpointsArguments): Promise<void> {
-    if (this.observe) return this.observe.unsupported(response);
+    if (this.observe) {
+      // VS Code sends its data breakpoints (usually none) to every session that supports them: an
+      // answer, not an error (VS Code shows failed requests as error notifications).
+      response.body = { breakpoints: args.breakpoints.map(() => ({ verified: false,
+        message: 'observe mode: data breakpoints are not available (the program\'s own handler owns the userfaultfd)' })) };
+      this.sendResponse(response);
+      return;
+    }
     const watches: Watch[] = [];
     const results: DebugProtocol.Breakpoint[] = [];
     for (const bp of args.breakpoints) {

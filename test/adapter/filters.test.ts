@@ -59,9 +59,18 @@ describe('filters with conditions and data breakpoints', { timeout: 240_000 }, (
   test('each fault kind and each event is a filter that takes a condition', async () => {
     const init = await h.dc.initializeRequest();
     const filters = init.body?.exceptionBreakpointFilters ?? [];
-    assert.deepEqual(filters.map((f) => f.filter), ['missing', 'wp', 'minor', 'fork', 'remap', 'remove', 'unmap']);
+    // No Fork filter unless the adapter is told forks are followed (--follow-forks, from the extension).
+    assert.deepEqual(filters.map((f) => f.filter), ['missing', 'wp', 'minor', 'remap', 'remove', 'unmap']);
     assert.ok(filters.every((f) => f.supportsCondition && f.conditionDescription), 'every filter takes a condition');
     assert.equal(init.body?.supportsExceptionFilterOptions, true);
+    // The extension starts the adapter with --follow-forks for a followForks configuration.
+    const forks = await Harness.start(['--follow-forks']);
+    try {
+      const i2 = await forks.dc.initializeRequest();
+      assert.deepEqual(i2.body?.exceptionBreakpointFilters?.map((f) => f.filter), ['missing', 'wp', 'minor', 'fork', 'remap', 'remove', 'unmap']);
+    } finally {
+      await forks.stop();
+    }
   });
 
   test('a bad condition is refused with the accepted syntax; the good ones are verified, in request order', async () => {

@@ -1,7 +1,8 @@
 // Shared by the adapter tests: the real adapter under DebugClient, with the program's output
 // collected, and the small waits every test needs (each with a timeout).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -20,8 +21,17 @@ export class Harness {
     dc.on('output', (e: DebugProtocol.OutputEvent) => { this.output += e.body.output; });
   }
 
-  static async start(): Promise<Harness> {
-    const dc = new DebugClient(process.execPath, ADAPTER, 'uffd');
+  /** adapterArgs: what the extension passes on the adapter's command line (--follow-forks, --observe). */
+  static async start(adapterArgs: string[] = []): Promise<Harness> {
+    let dc: DebugClient;
+    if (adapterArgs.length) {
+      // DebugClient runs `runtime executable` without arguments: a script carries them.
+      const script = path.join(mkdtempSync(path.join(tmpdir(), 'uffd-adapter-')), 'adapter.sh');
+      writeFileSync(script, `exec '${process.execPath}' '${ADAPTER}' ${adapterArgs.map((a) => `'${a}'`).join(' ')}\n`);
+      dc = new DebugClient('/bin/sh', script, 'uffd');
+    } else {
+      dc = new DebugClient(process.execPath, ADAPTER, 'uffd');
+    }
     dc.defaultTimeout = 15_000;
     const h = new Harness(dc);
     await dc.start();

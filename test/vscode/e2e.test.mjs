@@ -4,8 +4,11 @@
 // checks the DAP traffic; this side drives and reads the workbench like a user: the paused UI and
 // the timeline click, Step Over to the program's touching line (Call Stack, editor), the VMA and
 // Registers scopes, "Resolve Page…" with a byte pattern, and the program's end in the Debug
-// Console. The two sides meet through files in $E2E_DIR.
-/* global window, document */  // page.evaluate callbacks run in the browser
+// Console. Then a second session in observe mode: demo/bin/postcopy runs its own handler, which
+// forgets a page; "Fault waiting too long" is enabled with a condition in the Breakpoints view, the
+// Call Stack shows the blocked worker in postcopy.c, the timeline rings the stuck fault, and
+// Continue lets the demo's watchdog end the run. The two sides meet through files in $E2E_DIR.
+/* global window, document, getComputedStyle */  // page.evaluate callbacks run in the browser
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -29,6 +32,11 @@ const CHROMIUM = '/usr/bin/chromium';
 const LAUNCH_NAME = 'uffd: touch demo';
 const PAGES = 64;
 const TOUCH_C = path.join(repoRoot, 'demo', 'touch.c');
+const OBSERVE_NAME = 'uffd: observe postcopy';
+const POSTCOPY_C = path.join(repoRoot, 'demo', 'postcopy.c');
+const FORGET_PAGE = 40; // the handler never places this page; the demo's watchdog gives up after WATCHDOG_S
+const WATCHDOG_S = 18; // the UI checks end 4-8 s after the session starts; the run ends at this
+const WAIT_CONDITION = '300ms'; // typed into the Breakpoints view for "Fault waiting too long"
 const RESOLVE_PATTERN = 0x5a; // typed into "Resolve Page…"'s input box (its default is 0xaa)
 const MAX_STEPS = 60; // Step Over presses from the first fault (in ld.so) to the first touch of the region
 // What the VMA scope must decode for touch's anonymous region (rw-p, registered for missing faults).
@@ -141,6 +149,15 @@ function writeWorkspace(e2eDir) {
       program: path.join(repoRoot, 'demo', 'bin', 'touch'),
       args: ['--pages', String(PAGES)],
       stopOnFirstFault: true,
+    }, {
+      type: 'uffd',
+      request: 'launch',
+      name: OBSERVE_NAME,
+      program: path.join(repoRoot, 'demo', 'bin', 'postcopy'),
+      args: ['--pages', '128', '--threads', '2', '--no-push', '--forget', String(FORGET_PAGE), '--watchdog', String(WATCHDOG_S)],
+      observe: true,
+      stopOnFirstFault: false,
+      stopOnWaitMs: 300, // a fault unresolved this long is reported stuck
     }],
   }, null, 2));
   mkdirSync(path.join(dirs.userData, 'User'), { recursive: true });
@@ -511,18 +528,162 @@ async function driveToResolve(page, e2eDir) {
   writeFileSync(path.join(e2eDir, 'steps.txt'), `${steps}\n`);
 }
 
+/** The timeline webview frame of the observe session: the one whose panel holds a stuck fault. */
+async function stuckTimelineFrame(page, timeoutMs) {
+  return eventually('a timeline webview showing a stuck fault', async () => {
+    for (const f of page.frames()) {
+      const n = await f.evaluate(() => (typeof window.__timeline === 'object' ? window.__timeline.stats().stuck.length : 0)).catch(() => 0);
+      if (n > 0) return f;
+    }
+    return null;
+  }, timeoutMs, 250);
+}
+
+/** Pixels of the theme's red (--vscode-charts-red) within 12 px of fault seq's mark in the panel's chart. */
+function redAround(panel, seq) {
+  return panel.evaluate((q) => {
+    const cv = document.getElementById('chart');
+    const box = cv.getBoundingClientRect();
+    const dpr = cv.width / box.width;
+    const at = window.__timeline.pixelOf(q);
+    const probe = document.createElement('canvas').getContext('2d');
+    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
+    probe.fillRect(0, 0, 1, 1);
+    const red = probe.getImageData(0, 0, 1, 1).data;
+    const R = 12;
+    const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
+      Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
+    let n = 0;
+    for (let k = 0; k < img.length; k += 4) {
+      if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
+    }
+    return n;
+  }, seq);
+}
+
+/**
+ * The observe session (started by the suite): while postcopy hangs on its forgotten page, enable
+ * "Fault waiting too long" in the Breakpoints view with a condition typed into the view; the stop
+ * shows the blocked worker's frames in postcopy.c; the timeline rings the stuck fault and names it
+ * on selection; Continue from the toolbar, and the demo's watchdog ends the run with the summary
+ * naming the stuck page. Returns what the UI showed.
+ */
+async function driveObserve(page, e2eDir) {
+  await eventually('the suite to start the observe session', () => existsSync(path.join(e2eDir, 'observe.started')), 60_000, 250);
+  const t0 = Date.now();
+  await page.locator('.debug-toolbar').first().waitFor({ state: 'visible', timeout: 30_000 });
+  // The Breakpoints view lists the observe-mode filters the adapter announced.
+  const header = page.locator('.pane-header', { hasText: 'Breakpoints' }).first();
+  await header.waitFor({ state: 'visible', timeout: 30_000 });
+  if ((await header.getAttribute('aria-expanded')) === 'false') await header.click();
+  const row = page.locator('.debug-breakpoints .monaco-list-row', { hasText: 'Fault waiting too long' }).first();
+  // The list renders only the rows in view: scroll down to it.
+  const list = page.locator('.debug-breakpoints .monaco-list').first();
+  await eventually('"Fault waiting too long" in the Breakpoints view', async () => {
+    if (await row.isVisible()) return true;
+    await list.hover();
+    await page.mouse.wheel(0, 60);
+    const shown = (await listRows(page, '.debug-breakpoints')).map((r) => r.text);
+    throw new Error(`the view shows: ${shown.join(' | ')}`);
+  }, 30_000, 300);
+  await row.scrollIntoViewIfNeeded();
+  // Its condition, from the row's context menu, typed into the view's input.
+  await row.click({ button: 'right' });
+  const menuItem = page.locator('.monaco-menu .action-menu-item', { hasText: /Edit Condition/ }).first();
+  await menuItem.waitFor({ state: 'visible', timeout: 10_000 });
+  await menuItem.hover();
+  await page.keyboard.press('Enter');
+  const input = page.locator('.debug-breakpoints .monaco-list-row input:not([type="checkbox"]), .debug-breakpoints .monaco-list-row textarea').first();
+  await input.waitFor({ state: 'visible', timeout: 10_000 });
+  await input.fill(WAIT_CONDITION);
+  await input.press('Enter');
+  const box = row.locator('input[type="checkbox"]');
+  if (!(await box.isChecked())) await box.click();
+  assert.ok(await box.isChecked(), '"Fault waiting too long" is enabled');
+
+  // The stop: the worker blocked on the forgotten page, its own frames in postcopy.c.
+  const workerFirst = lineOf(POSTCOPY_C, 'static void *worker(void *arg)');
+  const rows = await eventually('the Call Stack to show the worker stopped in postcopy.c', async () => {
+    const r = await callStackRows(page);
+    return r.some((x) => x.label === 'worker' && x.file === 'postcopy.c') && r.some((x) => /has waited \d+ ms/.test(x.text)) ? r : null;
+  }, 60_000);
+  const label = rows.map((r) => /fault on page (0x[0-9a-f]+) has waited (\d+) ms/.exec(r.text)).find(Boolean);
+  assert.ok(label && Number(label[2]) >= 300, `the Call Stack says how long the fault has waited: ${rows.map((r) => r.text).join(' | ')}`);
+  const stuckPage = label[1];
+  const stopAfterMs = Date.now() - t0;
+  assert.ok(rows.some((r) => /pc-worker-\d/.test(r.text)), `the stopped thread is a worker: ${rows.map((r) => r.text).join(' | ')}`);
+  const worker = rows.find((x) => x.label === 'worker' && x.file === 'postcopy.c');
+  const line = Number(/^(\d+)/.exec(worker.line ?? '')?.[1]);
+  assert.ok(line > workerFirst && line < workerFirst + 15, `the worker frame is inside worker() (from line ${workerFirst}): ${worker.line}`);
+  await eventually('postcopy.c in the active editor', async () =>
+    (await page.locator('.editor-group-container.active .tab.active').first().textContent().catch(() => ''))?.trim().startsWith('postcopy.c'), 20_000);
+
+  // The timeline: the stuck fault drawn with its ring, named when selected.
+  await page.locator('.tab', { hasText: `Faults: ${OBSERVE_NAME}` }).first().click({ timeout: 30_000 });
+  // The panel's group takes the editor area (the Call Stack stays in view) for a readable picture.
+  await page.keyboard.press('F1');
+  const palette = page.locator('.quick-input-widget input').first();
+  await palette.fill('>View: Toggle Maximize Editor Group');
+  await page.locator('.quick-input-widget .monaco-list-row', { hasText: 'Toggle Maximize Editor Group' }).first().waitFor({ state: 'visible', timeout: 10_000 });
+  await palette.press('Enter');
+  const panel = await stuckTimelineFrame(page, 30_000);
+  await delay(500);
+  await panel.evaluate(() => window.__timeline.frame());
+  await panel.waitForFunction(() => {
+    const s = window.__timeline.stats();
+    return s.drawn.stuck >= 1 && s.drawnVersion === s.version;
+  }, null, { timeout: 30_000 });
+  const stats = await panel.evaluate(() => window.__timeline.stats());
+  assert.deepEqual(stats.stuck.map((x) => [x.page, x.resolved]), [[stuckPage, false]], 'the panel holds the stuck fault the stop names');
+  assert.ok(stats.lanes.some((l) => l.via === 'observe'), `the handler's registered range is a lane: ${JSON.stringify(stats.lanes)}`);
+  assert.ok(stats.events >= 2 && stats.drawn.resolutions >= 1, `faults and the handler's resolutions drawn: ${JSON.stringify(stats.drawn)}`);
+  assert.ok(stats.histogram.reduce((a, b) => a + b, 0) >= 1, 'the handler\'s latencies are in the histogram');
+  const stuckSeq = stats.stuck[0].seq;
+  const red = await redAround(panel, stuckSeq);
+  assert.ok(red > 40, `a red ring around the stuck fault: ${red} pixels of the theme's red`);
+  await panel.locator('#chart-box').press('s');
+  await panel.waitForFunction((q) => window.__timeline.stats().selected === q, stuckSeq, { timeout: 10_000 });
+  const details = await panel.locator('#details').innerText();
+  assert.match(details, /stuck\s+read by the handler, never resolved, waited \d+ ms/, details);
+  assert.match(details, new RegExp(stuckPage), 'the details name the page');
+  assert.match(await panel.locator('#rates').innerText(), /stuck 1/);
+  await page.mouse.move(900, 980);
+  await delay(500);
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-observe-stuck.png') });
+
+  // Continue: the worker still waits for its handler; the demo's watchdog gives up (exit 3) and
+  // the summary names the stuck page. The session ends without an error notification.
+  const checkedMs = Date.now() - t0;
+  await toolbarButton(page, /^Continue/).click({ timeout: 30_000 });
+  const t1 = Date.now();
+  await eventually("the observe session to end with the summary's stuck fault in the Debug Console", async () => {
+    const repl = await page.locator('.repl').first().innerText().catch(() => '');
+    return repl.includes(`stuck fault: page ${stuckPage}`) && repl.includes('exited with code 3') &&
+      !(await page.locator('.debug-toolbar').first().isVisible());
+  }, (WATCHDOG_S + 30) * 1000, 500);
+  const endedAfterMs = Date.now() - t1;
+  await delay(1_500);
+  const toasts = await page.evaluate(() => document.querySelector('.notifications-toasts')?.innerText ?? '');
+  assert.doesNotMatch(toasts, /uffd-debug:|observe mode/, `no uffd-debug notification during or at the end of the observe session: ${toasts}`);
+  assert.equal(await page.locator('.tab', { hasText: `Faults: ${OBSERVE_NAME}` }).count(), 0, 'the timeline closed with its session');
+  await page.screenshot({ path: path.join(artifactsDir, 'vscode-observe-exit.png') });
+  return { page: stuckPage, seq: stuckSeq, stopAfterMs, checkedMs, endedAfterMs };
+}
+
 let entry;
 before(() => {
   entry = ensureCodeServer();
   ensureExtensionBuilt();
   mkdirSync(artifactsDir, { recursive: true });
   for (const stale of ['vscode-stopped-on-fault.png', 'vscode-timeline.png', 'vscode-callstack-source.png',
-    'vscode-vma-scope.png', 'vscode-resolve-page.png', 'vscode-resolved-exit.png', 'vscode-failure.png', 'vscode-suite.log']) {
+    'vscode-vma-scope.png', 'vscode-resolve-page.png', 'vscode-resolved-exit.png', 'vscode-observe-stuck.png',
+    'vscode-observe-exit.png', 'vscode-failure.png', 'vscode-suite.log']) {
     rmSync(path.join(artifactsDir, stale), { force: true });
   }
 }, { timeout: SETUP_TIMEOUT_MS });
 
-test('real VS Code: pauses on a page fault, steps to its source line, shows the VMA, resolves the page from the UI, the demo exits 0', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test('real VS Code: pauses on a page fault, steps to its source line, shows the VMA, resolves the page from the UI, the demo exits 0; ' +
+  'observe mode: a forgotten page stops on "Fault waiting too long", the worker in the Call Stack, the stuck fault ringed in the timeline', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   // If the runner gives up on this test, stop waiting so the cleanup below still runs.
   const cancelled = new Promise((_, reject) => {
     t.signal.addEventListener('abort', () => reject(new Error('the test runner cancelled the test (timeout)')), { once: true });
@@ -601,6 +762,8 @@ test('real VS Code: pauses on a page fault, steps to its source line, shows the 
     suiteFailed.catch(() => {});
     await Promise.race([driveToResolve(page, e2eDir), suiteFailed, cancelled]);
     writeFileSync(path.join(e2eDir, 'ui.done'), `${new Date().toISOString()}\n`);
+    const observedUi = await Promise.race([driveObserve(page, e2eDir), suiteFailed, cancelled]);
+    writeFileSync(path.join(e2eDir, 'observe.done'), `${new Date().toISOString()}\n`);
 
     const code = await Promise.race([suiteExit, cancelled, timeout(SUITE_TIMEOUT_MS, 'codeAutomationExit from the extension host')]);
     assert.equal(code, 0, `the suite in the extension host exited with code ${code}`);
@@ -609,6 +772,13 @@ test('real VS Code: pauses on a page fault, steps to its source line, shows the 
     assert.equal(dap.resolve.how, 'copy', 'the byte pattern resolves with UFFDIO_COPY');
     assert.equal(dap.resolve.pattern, RESOLVE_PATTERN, 'the pattern typed into the input box was sent');
     assert.equal(dap.checksum, touchChecksum(PAGES, RESOLVE_PATTERN));
+    const obs = JSON.parse(readFileSync(path.join(e2eDir, 'observe.json'), 'utf8'));
+    assert.equal(obs.condition, WAIT_CONDITION, 'the condition typed into the Breakpoints view was sent');
+    assert.equal(obs.page, observedUi.page, 'the UI and the adapter name the same stuck page');
+    assert.equal(obs.demoPage, FORGET_PAGE, "the demo's watchdog names the forgotten page");
+    assert.ok(obs.worker.path.endsWith(POSTCOPY_C), `the worker frame's source is demo/postcopy.c: ${obs.worker.path}`);
+    console.log(`observe session: stopped ${observedUi.stopAfterMs} ms after the session started, UI checked in ` +
+      `${observedUi.checkedMs} ms, ended ${observedUi.endedAfterMs} ms after Continue (the demo's watchdog: ${WATCHDOG_S} s)`);
   } catch (error) {
     if (page) {
       await page.screenshot({ path: path.join(artifactsDir, 'vscode-failure.png'), timeout: 10_000 }).catch(() => {});

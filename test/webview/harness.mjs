@@ -82,7 +82,8 @@ window.acquireVsCodeApi = (() => {
 
 let built = false;
 let panelHtml;
-/** webview/messages.ts and panelHtml.ts as the extension sees them (no DOM), the adapter's encodeTimeline, the panel's FaultStore. */
+/** webview/messages.ts and panelHtml.ts as the extension sees them (no DOM), the adapter's encodeTimeline, the panel's
+ * FaultStore and its exports/imports (webview/exchange.ts). */
 export let nodeSide;
 /**
  * The adapter's batch encoder for pages: `page.evaluate(encoderScript)` defines
@@ -106,7 +107,8 @@ export async function buildWebview() {
   const out = path.join(tmp, 'node.mjs');
   await esbuild.build({ stdin: { contents: "export { panelHtml } from './webview/panelHtml'; " +
     "export * from './webview/messages'; export { encodeTimeline } from './server/core/batcher'; " +
-    "export { FaultStore } from './webview/store';", resolveDir: root,
+    "export { FaultStore } from './webview/store'; " +
+    "export { exportCsv, exportTrace, importCsv, importTrace } from './webview/exchange';", resolveDir: root,
   loader: 'ts' }, outfile: out, bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' });
   const enc = await esbuild.build({ stdin: { contents: "export { encodeTimeline } from './server/core/batcher';",
     resolveDir: root, loader: 'ts' }, bundle: true, write: false, platform: 'browser', format: 'iife',
@@ -285,4 +287,47 @@ export function genSession(n, seed = 1) {
     }
   }
   return events;
+}
+
+/**
+ * An observe-mode session as the adapter forwards it (server/core/observeDebug.ts): one region
+ * registered by the program's handler (via 'observe'), faults read by the handler (not held, no
+ * latency), each placed later by the handler (`resolved` with UFFDIO_COPY), except the faults on
+ * page `forget` (the demo's --forget K): never resolved, the first named by a `stuck` event.
+ */
+export function genObserveSession(n, { forget = Math.floor(n / 2), seed = 5, waitedMs = 312 } = {}) {
+  let s = seed >>> 0 || 1;
+  const rnd = () => {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    return s / 4294967296;
+  };
+  const hex = (x) => '0x' + x.toString(16);
+  const start = 0x7f1234500000;
+  const events = [{ event: 'region', action: 'add',
+    region: { start: hex(start), end: hex(start + n * 4096), via: 'observe', name: 'userfaultfd 1 (missing)' } }];
+  const tids = [5001, 5002, 5003, 5004];
+  const later = [];
+  let t = 2_000_000_000_000;
+  let stuckFault = null;
+  for (let seq = 1; seq <= n; seq++) {
+    t += Math.floor(-Math.log(1 - rnd()) * 30000) + 1;
+    while (later.length && later[0].t <= t) events.push(later.shift());
+    // Workers sweep their quarter of the region; the handler reads each fault as it comes.
+    const tid = tids[seq % tids.length];
+    const p = (seq - 1) % n;
+    const page = start + p * 4096;
+    const f = { event: 'fault', seq, t, addr: hex(page + Math.floor(rnd() * 4096)), page: hex(page),
+      access: rnd() < 0.5 ? 'write' : 'read', kind: 'missing', tid, held: false };
+    events.push(f);
+    if (p === forget) {
+      stuckFault = f;
+      later.push({ event: 'stuck', seq, t: t + waitedMs * 1e6, page: f.page, tid, waitedNs: waitedMs * 1e6 + 1234 });
+    } else {
+      const lat = Math.round(Math.exp(Math.log(20000) + rnd() * 2.5)); // 20-250 µs: request, transfer, UFFDIO_COPY
+      later.push({ event: 'resolved', seq, t: t + lat, page: f.page, ioctl: 'UFFDIO_COPY', latencyNs: lat });
+    }
+    later.sort((a, b) => a.t - b.t);
+  }
+  events.push(...later);
+  return { events, stuckFault };
 }

@@ -5,13 +5,17 @@ import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import {
-  artifacts, encoderScript, ensureArtifacts, eventMessages, genSession, launchBrowser, nodeSide, openPanel, startServer,
+  artifacts, encoderScript, ensureArtifacts, eventMessages, genObserveSession, genSession, launchBrowser, nodeSide, openPanel,
+  startServer,
 } from './harness.mjs';
 
 const session = genSession(3000, 7);
 const faults = session.filter((e) => e.event === 'fault');
 const resolvedSeqs = new Set(session.filter((e) => e.event === 'resolved').map((e) => e.seq));
 const pendingHeld = faults.filter((f) => f.held && !resolvedSeqs.has(f.seq));
+// Observe mode (the program's own handler): 512 faults, page 200 forgotten by the handler.
+const observed = genObserveSession(512, { forget: 200 });
+const observedFaults = observed.events.filter((e) => e.event === 'fault');
 
 let server;
 let browser;
@@ -114,6 +118,11 @@ describe('timeline messages (shared with the extension)', () => {
     assert.match(eventProblem({ ...faults[0], addr: '0xZZ' }), /hex/);
     assert.match(eventProblem({ ...faults[0], kind: 'major' }), /kind/);
     assert.equal(eventProblem({ event: 'nc', what: 'fork' }), null);
+    const stuck = observed.events.find((e) => e.event === 'stuck');
+    assert.equal(eventProblem(stuck), null, 'a stuck event (observe mode) is a timeline event');
+    assert.match(eventProblem({ ...stuck, waitedNs: -1 }), /stuck needs/);
+    assert.match(eventProblem({ ...stuck, page: 'page 7' }), /stuck needs .*hex page/);
+    assert.match(eventProblem({ ...stuck, seq: undefined }), /stuck needs/);
     assert.match(eventProblem({ event: 'nc', what: 'exec' }), /what/);
     const html = nodeSide.panelHtml({ cspSource: 'vscode-resource:', nonce: 'abc', scriptUri: 's.js', styleUri: 's.css' });
     assert.match(html, /default-src 'none'; img-src vscode-resource: data:; style-src vscode-resource:; script-src 'nonce-abc'; font-src vscode-resource:/);
@@ -153,6 +162,54 @@ describe('timeline batches (adapter → panel)', () => {
     const back = Array.from({ length: store.n }, (_, i) => store.faultEvent(i)).sort((x, y) => x.seq - y.seq);
     assert.deepEqual(back.map((f) => ({ ...f, ioctl: f.held ? undefined : f.ioctl })),
       sent.map((f) => ({ ...f, ioctl: f.held ? undefined : f.ioctl })).sort((x, y) => x.seq - y.seq));
+  });
+});
+
+describe('timeline batches of an observe session (the program\'s own handler)', () => {
+  it('store the handler\'s resolutions as latencies and the stuck fault, and export/import them losslessly', () => {
+    const { FaultStore, encodeTimeline, toPanelProblem } = nodeSide;
+    const st = new FaultStore();
+    for (const batch of encodeTimeline(observed.events, 100)) {
+      assert.equal(toPanelProblem({ type: 'events', batch }), null);
+      const r = st.ingestBatch(batch);
+      assert.equal(r.dropped, 0, `nothing dropped: ${r.firstProblem}`);
+    }
+    assert.equal(st.n, 512);
+    const k = st.indexOfSeq(observed.stuckFault.seq);
+    assert.deepEqual([...st.stuck.keys()], [observed.stuckFault.seq], 'the stuck fault is kept, by seq');
+    assert.equal(st.stuckOf(k).resolved, false);
+    assert.equal(st.stuckOpen, 1);
+    assert.ok(Number.isNaN(st.lat[k]) && Number.isNaN(st.resolvedT(k)), 'the stuck fault has no resolution');
+    // Every other fault: the handler's UFFDIO_COPY, with its latency and the time it came.
+    let resolved = 0;
+    for (let i = 0; i < st.n; i++) {
+      if (i === k) continue;
+      assert.equal(st.ioctlNames[st.ioctl[i]], 'UFFDIO_COPY');
+      assert.ok(st.lat[i] > 0 && st.resolvedT(i) === st.t[i] + st.lat[i], `fault ${i} resolved with its latency`);
+      assert.equal(st.stuckOf(i), undefined);
+      resolved++;
+    }
+    assert.equal([...st.hist].reduce((a, b) => a + b, 0), resolved, 'latency histogram of the handler\'s resolutions');
+    assert.deepEqual({ pending: st.pageStateCounts().pending, copied: st.pageStateCounts().copied }, { pending: 1, copied: 511 },
+      'the forgotten page waits, every other page was copied in');
+    // A resolution arriving later ends the stuck state (the fault stays named).
+    const late = new FaultStore();
+    late.append([...observed.events, { event: 'resolved', seq: observed.stuckFault.seq, t: observed.stuckFault.t + 9e8,
+      page: observed.stuckFault.page, ioctl: 'UFFDIO_COPY', latencyNs: 9e8 }]);
+    assert.equal(late.stuckOf(late.indexOfSeq(observed.stuckFault.seq)).resolved, true);
+    assert.equal(late.stuckOpen, 0);
+    // Exports keep the stuck fault and the resolutions.
+    const { exportCsv, exportTrace, importCsv, importTrace } = nodeSide;
+    for (const [name, text, read] of [['csv', exportCsv(st), importCsv], ['trace', exportTrace(st), importTrace]]) {
+      const back = new FaultStore();
+      back.append(read(text).events);
+      assert.deepEqual([...back.stuck.values()], [...st.stuck.values()], `${name}: the stuck fault comes back`);
+      for (let i = 0; i < st.n; i++) {
+        assert.deepEqual(back.faultEvent(i), st.faultEvent(i), `${name}: fault ${i}`);
+        assert.deepEqual(back.resolvedEvent(i), st.resolvedEvent(i), `${name}: resolution of fault ${i}`);
+      }
+      assert.equal(name === 'csv' ? exportCsv(back) : exportTrace(back), text, `${name}: export → import → export is identical`);
+    }
   });
 });
 
@@ -380,6 +437,87 @@ describe('timeline webview', { timeout: 180000 }, () => {
     assert.equal(s3.events, s1.events);
     assert.equal(s3.selected, s1.selected);
     assert.deepEqual(s3.view, s1.view);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('observe mode: the handler\'s resolutions drawn as in the direct mode, the stuck fault ringed in red and named', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, observed.events, 100);
+    const s = await p.stats();
+    const stuckSeq = observed.stuckFault.seq;
+    assert.equal(s.events, 512);
+    assert.deepEqual(s.lanes.map((l) => [l.name, l.via]), [['userfaultfd 1 (missing)', 'observe']]);
+    assert.equal(s.drawn.visible, 512);
+    assert.equal(s.drawn.resolutions, 511, 'a resolution line per fault the handler placed');
+    assert.equal(s.drawn.stuck, 1, 'the stuck fault is drawn as stuck');
+    assert.deepEqual(s.stuck.map((x) => [x.seq, x.page, x.resolved]), [[stuckSeq, observed.stuckFault.page, false]]);
+    assert.equal(s.histogram.reduce((a, b) => a + b, 0), 511);
+    assert.match(await p.page.textContent('#rates'), /stuck 1/);
+    assert.match(await p.page.textContent('#legend'), /stuck/);
+    // Pixels: the theme's red around the stuck fault, not around an ordinary one (latencies of
+    // 20-250 µs are drawn blue to yellow).
+    const redNear = (seq) => p.page.evaluate((q) => {
+      const cv = document.getElementById('chart');
+      const box = cv.getBoundingClientRect();
+      const dpr = cv.width / box.width;
+      const at = window.__timeline.pixelOf(q);
+      const probe = document.createElement('canvas').getContext('2d');
+      probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
+      probe.fillRect(0, 0, 1, 1);
+      const red = probe.getImageData(0, 0, 1, 1).data;
+      const R = 12;
+      const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
+        Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
+      let n = 0;
+      for (let k = 0; k < img.length; k += 4) {
+        if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
+      }
+      return n;
+    }, seq);
+    const ordinary = observedFaults.find((f) => Math.abs(f.seq - stuckSeq) > 60).seq;
+    const [onStuck, onOrdinary] = [await redNear(stuckSeq), await redNear(ordinary)];
+    assert.ok(onStuck > 40, `a red ring around the stuck fault: ${onStuck} red pixels`);
+    assert.equal(onOrdinary, 0, `no red around an ordinary fault: ${onOrdinary}`);
+    // 's' selects the stuck fault; its details name it.
+    await p.page.focus('#chart-box');
+    await p.page.keyboard.press('s');
+    await settle(p);
+    assert.equal((await p.stats()).selected, stuckSeq);
+    let details = await p.page.textContent('#details');
+    assert.match(details, /stuck\s*read by the handler, never resolved, waited 312 ms/);
+    assert.match(details, /not resolved \(yet\) by the handler/);
+    assert.match(details, new RegExp(`tid ${observed.stuckFault.tid}`));
+    // A click on the stuck fault selects it too (after selecting another one).
+    await p.page.keyboard.press('ArrowRight');
+    await settle(p);
+    assert.notEqual((await p.stats()).selected, stuckSeq);
+    const at = await p.page.evaluate((seq) => window.__timeline.pixelOf(seq), stuckSeq);
+    await p.page.mouse.click(at.x, at.y);
+    await settle(p);
+    assert.equal((await p.stats()).selected, stuckSeq, 'clicked');
+    details = await p.page.textContent('#details');
+    assert.match(details, /waited 312 ms/);
+    await p.page.mouse.move(10, 10);
+    await p.page.screenshot({ path: path.join(artifacts, 'webview-stuck.png') });
+    // An ordinary observed fault: the handler's ioctl, its latency and when it came.
+    await p.page.keyboard.press('ArrowLeft');
+    await settle(p);
+    details = await p.page.textContent('#details');
+    assert.doesNotMatch(details, /stuck/);
+    assert.match(details, /UFFDIO_COPY/);
+    assert.match(details, /resolved at/);
+    assert.match(details, /latency\s*\d+(\.\d+)? µs/);
+    // The handler resolves it after all: the ring turns dashed, the details say so.
+    await p.send({ type: 'events', batch: nodeSide.encodeTimeline([{ event: 'resolved', seq: stuckSeq,
+      t: observed.stuckFault.t + 5e8, page: observed.stuckFault.page, ioctl: 'UFFDIO_COPY', latencyNs: 5e8 }])[0] });
+    await settle(p);
+    const s2 = await p.stats();
+    assert.deepEqual(s2.stuck.map((x) => x.resolved), [true]);
+    assert.doesNotMatch(await p.page.textContent('#rates'), /stuck/);
+    await p.page.keyboard.press('s');
+    await settle(p);
+    assert.match(await p.page.textContent('#details'), /stuck\s*read by the handler, waited 312 ms when reported, resolved later/);
     await clean(p);
     await p.page.close();
   });

@@ -1,6 +1,7 @@
 // Runs inside the VS Code extension host (extensionTestsPath), started by test/vscode/e2e.test.mjs.
-// Starts one debug session of the demo through the real extension and checks the DAP traffic
-// while the outer test drives the workbench UI (clicks, quick picks) through the browser.
+// Starts two debug sessions through the real extension and checks the DAP traffic while the outer
+// test drives the workbench UI (clicks, quick picks, the Breakpoints view) through the browser:
+// the touch demo in the direct mode, then demo/bin/postcopy in observe mode with a forgotten page.
 // Resolving run() makes the host exit with code 0, rejecting makes it exit with 1.
 /* eslint-disable @typescript-eslint/no-require-imports */
 'use strict';
@@ -12,6 +13,7 @@ const vscode = require('vscode');
 const EXTENSION_ID = 'uffd-debug.uffd-debug';
 const DEBUG_TYPE = 'uffd';
 const LAUNCH_NAME = 'uffd: touch demo';
+const OBSERVE_NAME = 'uffd: observe postcopy'; // launch.json written by the outer test
 const STEP_TIMEOUT_MS = 60_000;
 const UI_TIMEOUT_MS = 180_000; // the outer test drives the UI meanwhile
 
@@ -101,22 +103,25 @@ async function run() {
     const folder = vscode.workspace.workspaceFolders?.[0];
     if (!folder) throw new Error('no workspace folder is open; the outer test opens one with ?folder=');
 
-    // Both directions: what VS Code asks the adapter (requests) and what it answers (responses, events).
+    // Both directions: what VS Code asks the adapter (requests) and what it answers (responses,
+    // events), one record per session.
     const adapter = new AdapterMessages();
+    const observed = new AdapterMessages();
+    const trackerFor = (sink, name) => ({
+      onWillReceiveMessage: (message) => sink.add(message),
+      onDidSendMessage: (message) => {
+        sink.add(message);
+        // What the Call Stack view was given, for a failure's log.
+        if (message.type === 'response' && message.command === 'stackTrace') {
+          const frames = message.body?.stackFrames ?? [];
+          log(`${name}: stackTrace: ${frames.length} of ${message.body?.totalFrames} frames: ${frames.slice(0, 3).map((f) => `${f.name}${f.source?.name ? ` @${f.source.name}:${f.line}` : ''}`).join(' < ')}`);
+        }
+      },
+      onError: (error) => log(`${name}: adapter error: ${error?.message ?? error}`),
+      onExit: (code, signal) => log(`${name}: adapter exited: code ${code} signal ${signal}`),
+    });
     disposables.push(vscode.debug.registerDebugAdapterTrackerFactory(DEBUG_TYPE, {
-      createDebugAdapterTracker: () => ({
-        onWillReceiveMessage: (message) => adapter.add(message),
-        onDidSendMessage: (message) => {
-          adapter.add(message);
-          // What the Call Stack view was given, for a failure's log.
-          if (message.type === 'response' && message.command === 'stackTrace') {
-            const frames = message.body?.stackFrames ?? [];
-            log(`stackTrace: ${frames.length} of ${message.body?.totalFrames} frames: ${frames.slice(0, 3).map((f) => `${f.name}${f.source?.name ? ` @${f.source.name}:${f.line}` : ''}`).join(' < ')}`);
-          }
-        },
-        onError: (error) => log(`adapter error: ${error?.message ?? error}`),
-        onExit: (code, signal) => log(`adapter exited: code ${code} signal ${signal}`),
-      }),
+      createDebugAdapterTracker: (session) => trackerFor(session.name === OBSERVE_NAME ? observed : adapter, session.name),
     }));
 
     const started = await Promise.race([
@@ -166,8 +171,13 @@ async function run() {
       stops: adapter.messages.filter(isEvent('stopped')).length,
     }));
 
-    // Stay up until the outer test has read the UI: the host exits when run() ends.
+    // The outer test has read the UI of the first session.
     await outerDone('ui.done', UI_TIMEOUT_MS);
+    log('direct-mode session checked');
+
+    await observeSession(folder, observed);
+    // Stay up until the outer test has read the UI: the host exits when run() ends.
+    await outerDone('observe.done', UI_TIMEOUT_MS);
     log('suite passed');
   } catch (error) {
     log(`FAILED: ${error?.stack ?? error}`);
@@ -175,6 +185,65 @@ async function run() {
   } finally {
     for (const disposable of disposables) disposable.dispose();
   }
+}
+
+/**
+ * Observe mode: demo/bin/postcopy runs its own userfaultfd handler, which forgets one page. The
+ * outer test enables "Fault waiting too long" (condition 300ms) in the Breakpoints view while the
+ * program runs; the adapter shows the worker blocked on the forgotten page, the outer test reads
+ * the Call Stack and the timeline, and continues; the demo's watchdog ends the run (exit 3).
+ */
+async function observeSession(folder, observed) {
+  const started = await Promise.race([
+    vscode.debug.startDebugging(folder, OBSERVE_NAME),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(
+      `vscode.debug.startDebugging did not return within ${STEP_TIMEOUT_MS / 1000} s; adapter sent: ${observed.summary()}`)), STEP_TIMEOUT_MS)),
+  ]);
+  if (started !== true) throw new Error(`vscode.debug.startDebugging(folder, '${OBSERVE_NAME}') returned ${started}`);
+  log(`debugging started: ${OBSERVE_NAME}`);
+  fs.writeFileSync(path.join(process.env.E2E_DIR, 'observe.started'), `${new Date().toISOString()}\n`);
+
+  // VS Code sends the filter the outer test enabled, with the condition typed into the view.
+  const set = await observed.waitFor('setExceptionBreakpoints with the "Fault waiting too long" filter (from the Breakpoints view)',
+    (m) => isRequest('setExceptionBreakpoints')(m) && (m.arguments?.filterOptions ?? []).some((f) => f.filterId === 'waitTooLong') ||
+      isRequest('setExceptionBreakpoints')(m) && (m.arguments?.filters ?? []).includes('waitTooLong'), UI_TIMEOUT_MS);
+  const option = (set.arguments.filterOptions ?? []).find((f) => f.filterId === 'waitTooLong');
+  log(`filters from the Breakpoints view: ${JSON.stringify(set.arguments)}`);
+  if (option?.condition !== '300ms') throw new Error(`the filter's condition is ${JSON.stringify(option?.condition)}, the outer test typed 300ms`);
+  const answer = await observed.waitFor('the answer to setExceptionBreakpoints', (m) => m.type === 'response' && m.request_seq === set.seq);
+  if (!answer.success || !answer.body.breakpoints.every((b) => b.verified)) throw new Error(`filters refused: ${JSON.stringify(answer.body)}`);
+
+  const stopped = await observed.waitFor("a 'stopped' event with reason 'wait too long'",
+    (m) => isEvent('stopped')(m) && m.body?.reason === 'wait too long');
+  log(`stopped: ${JSON.stringify(stopped.body)}`);
+  const m = /fault on page (0x[0-9a-f]+) has waited (\d+) ms/.exec(stopped.body.description ?? '');
+  if (!m || Number(m[2]) < 300) throw new Error(`the stop names no fault waiting 300 ms or more: ${stopped.body.description}`);
+  const page = m[1];
+  // The stuck fault reached the timeline (uffd/events) naming the same page, before the stop.
+  const hasStuck = (e) => isEvent('uffd/events')(e) && (e.body?.batch?.other ?? []).some((o) => o.event === 'stuck');
+  await observed.waitFor('a stuck event in the timeline batches (uffd/events)', hasStuck, 10_000);
+  const stuck = observed.messages.filter(isEvent('uffd/events')).flatMap((e) => e.body?.batch?.other ?? [])
+    .filter((o) => o.event === 'stuck');
+  if (stuck.length !== 1 || stuck[0].page !== page) throw new Error(`timeline stuck events: ${JSON.stringify(stuck)}, the stop named ${page}`);
+  // Its stack is the worker's own, in demo/postcopy.c.
+  const session = vscode.debug.activeDebugSession;
+  if (session?.name !== OBSERVE_NAME) throw new Error(`the active debug session is ${session?.name}, not ${OBSERVE_NAME}`);
+  const st = await session.customRequest('stackTrace', { threadId: stopped.body.threadId });
+  const worker = st.stackFrames.find((f) => f.name === 'worker' && f.source?.name === 'postcopy.c');
+  if (!worker) throw new Error(`no worker frame in postcopy.c: ${st.stackFrames.map((f) => f.name).join(' | ')}`);
+
+  // The outer test continues from the toolbar; the program's watchdog gives up on the page.
+  const exited = await observed.waitFor("an 'exited' event after Continue", isEvent('exited'), UI_TIMEOUT_MS);
+  if (exited.body?.exitCode !== 3) throw new Error(`postcopy exited with ${exited.body?.exitCode}, expected its watchdog's 3; adapter sent: ${observed.summary()}`);
+  await observed.waitFor("a 'terminated' event", isEvent('terminated'), 10_000);
+  const output = observed.messages.filter(isEvent('output')).map((x) => x.body?.output ?? '').join('');
+  if (!output.includes(`stuck fault: page ${page}`)) throw new Error(`the summary does not name the stuck fault ${page}: ${output.slice(-2000)}`);
+  const pageNo = Number(/watchdog: fault unresolved on page (\d+)/.exec(output)?.[1]);
+  log(`observe session ended: exit 3, stuck page ${page} (the demo's page ${pageNo})`);
+  fs.writeFileSync(path.join(process.env.E2E_DIR, 'observe.json'), JSON.stringify({
+    page, waitedMs: Number(m[2]), threadId: stopped.body.threadId, worker: { line: worker.line, path: worker.source.path },
+    condition: option.condition, exitCode: exited.body.exitCode, demoPage: pageNo,
+  }));
 }
 
 module.exports = { run };
