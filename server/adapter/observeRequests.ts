@@ -2,7 +2,7 @@
 // ObserveDebugSession calls and its events into DAP events. UffdDebugSession hands every
 // request here when the launch asked for observe mode. Logic belongs in server/core/observeDebug.ts.
 import {
-  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, InvalidatedEvent, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
   Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -10,7 +10,7 @@ import { constants } from 'node:os';
 import type { TimelineInput } from '../core/batcher';
 import { CONDITION_SYNTAX } from '../core/filters';
 import {
-  describeObservedFault, IOCTL_CONDITION_SYNTAX, ObserveDebugSession, ObserveLaunchConfig, ObserveStop, summaryText,
+  describeObservedFault, IOCTL_CONDITION_SYNTAX, ObserveDebugSession, ObserveLaunchConfig, ObserveStop, ObserveWatch, summaryText,
   WAIT_CONDITION_SYNTAX,
 } from '../core/observeDebug';
 import { basename, frameViews, registerViews } from '../core/symbolize';
@@ -77,6 +77,7 @@ export class ObserveRequests {
     const ev = new StoppedEvent(s.reason, s.tid) as DebugProtocol.StoppedEvent;
     ev.body.allThreadsStopped = false;
     ev.body.description = s.description;
+    if (s.hitBreakpointIds?.length) ev.body.hitBreakpointIds = s.hitBreakpointIds;
     const f = s.faults[0];
     ev.body.text = s.ioctlError
       ? `UFFDIO_${s.ioctlError.op} ${s.ioctlError.start} (+${s.ioctlError.len}) failed with ${s.ioctlError.errno} in thread ${s.tid}`
@@ -243,8 +244,91 @@ export class ObserveRequests {
     });
     vars.push(new Variable('resolve', s.reason === 'wait too long'
       ? 'the handler has not resolved it; Continue keeps watching (the thread still waits)'
-      : ObserveDebugSession.RESOLVE_REFUSAL));
+      : s.resolvedBy ?? 'Continue lets the handler resolve it, or Resolve Page… places it now on the handler\'s userfaultfd ' +
+        '(its own placement then fails with EEXIST)'));
     return vars;
+  }
+
+  /**
+   * A data breakpoint typed by the user: an address (+ bytes), a range, or a mapping name of the
+   * observed program. `parse` is the direct mode's parser (page-rounded range or null).
+   */
+  dataBreakpointInfo(response: DebugProtocol.DataBreakpointInfoResponse, args: DebugProtocol.DataBreakpointInfoArguments,
+    parse: (text: string, bytes?: number) => [bigint, bigint] | null): void {
+    let range = parse(args.name, args.bytes);
+    let what = range ? `${hex(range[0])}-${hex(range[1])}` : '';
+    if (!range && !args.asAddress && args.name.trim()) {
+      const v = this.core.mappingNamed(args.name.trim());
+      if (v) {
+        range = [v.start, v.end];
+        what = `VMA ${hex(v.start)}-${hex(v.end)} ${v.name}`;
+      }
+    }
+    if (!range) {
+      response.body = {
+        dataId: null,
+        description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…) or a mapping name of the observed program ([heap], …).',
+      };
+    } else {
+      const pages = (range[1] - range[0]) / 4096n;
+      response.body = {
+        dataId: `${hex(range[0])}-${hex(range[1])}`,
+        description: `${what} (${pages} page${pages === 1n ? '' : 's'})`,
+        accessTypes: ['read', 'write', 'readWrite'],
+        canPersist: true,
+      };
+    }
+    this.host.sendResponse(response);
+  }
+
+  private watchIds = new Map<string, number>();
+  private nextWatchId = 1;
+
+  setDataBreakpoints(response: DebugProtocol.SetDataBreakpointsResponse, args: DebugProtocol.SetDataBreakpointsArguments,
+    parse: (text: string, bytes?: number) => [bigint, bigint] | null): void {
+    const watches: ObserveWatch[] = [];
+    const results: DebugProtocol.Breakpoint[] = args.breakpoints.map((bp) => {
+      const r = parse(bp.dataId);
+      if (!r) return { verified: false, message: `'${bp.dataId}' is not an address range` };
+      const access = bp.accessType ?? 'readWrite';
+      const key = `${bp.dataId}/${access}`;
+      let id = this.watchIds.get(key);
+      if (id === undefined) {
+        id = this.nextWatchId++;
+        this.watchIds.set(key, id);
+      }
+      watches.push({ id, start: r[0], end: r[1], access });
+      const pages = (r[1] - r[0]) / 4096n;
+      const which = access === 'read' ? 'read faults' : access === 'write' ? 'write faults' : 'faults';
+      return { id, verified: true, message: `observe mode, page granularity, ${pages} page${pages === 1n ? '' : 's'}: ` +
+        `stops the handler thread when it reads ${which} on these pages (before it resolves them)` };
+    });
+    this.core.setWatches(watches);
+    response.body = { breakpoints: results };
+    this.host.sendResponse(response);
+  }
+
+  /** `uffd/resolutions {tid}`: the ways Resolve Page… offers in observe mode. */
+  resolutions(response: DebugProtocol.Response, tid: number): void {
+    try {
+      response.body = this.core.resolutions(tid);
+      this.host.sendResponse(response);
+    } catch (e) {
+      this.host.fail(response, 1011, e);
+    }
+  }
+
+  /** `uffd/resolve {tid, how, pattern?, pages?}`: the library places the page on the handler's userfaultfd. */
+  async resolve(response: DebugProtocol.Response, args: { tid: number; how: string; pattern?: number; pages?: number }): Promise<void> {
+    try {
+      const r = await this.core.resolve(args.tid, args.how, { pattern: args.pattern, pages: args.pages });
+      response.body = r;
+      this.host.sendResponse(response);
+      // The thread stays stopped; its Fault scope now says what was placed.
+      this.host.sendEvent(new InvalidatedEvent(['variables'], args.tid));
+    } catch (e) {
+      this.host.fail(response, 1012, e);
+    }
   }
 
   continue(response: DebugProtocol.ContinueResponse): void {

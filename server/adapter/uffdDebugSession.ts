@@ -607,7 +607,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override dataBreakpointInfoRequest(response: DebugProtocol.DataBreakpointInfoResponse,
     args: DebugProtocol.DataBreakpointInfoArguments): void {
-    if (this.observe) return this.observe.unsupported(response);
+    if (this.observe) return this.observe.dataBreakpointInfo(response, args, parseWatchRange);
     let range: [bigint, bigint] | null = null;
     let what = '';
     const ref = args.variablesReference ? this.refs.get(args.variablesReference) : undefined;
@@ -663,14 +663,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override async setDataBreakpointsRequest(response: DebugProtocol.SetDataBreakpointsResponse,
     args: DebugProtocol.SetDataBreakpointsArguments): Promise<void> {
-    if (this.observe) {
-      // VS Code sends its data breakpoints (usually none) to every session that supports them: an
-      // answer, not an error (VS Code shows failed requests as error notifications).
-      response.body = { breakpoints: args.breakpoints.map(() => ({ verified: false,
-        message: 'observe mode: data breakpoints are not available (the program\'s own handler owns the userfaultfd)' })) };
-      this.sendResponse(response);
-      return;
-    }
+    if (this.observe) return this.observe.setDataBreakpoints(response, args, parseWatchRange);
     const watches: Watch[] = [];
     const results: DebugProtocol.Breakpoint[] = [];
     for (const bp of args.breakpoints) {
@@ -734,6 +727,11 @@ export class UffdDebugSession extends LoggingDebugSession {
   /** `uffd/selectThread {tid}` from the timeline: show that thread's held fault in the UI again. */
   protected override customRequest(command: string, response: DebugProtocol.Response,
     args: { tid?: number } & Omit<ResolveArgs, 'seq'>): void {
+    if (this.observe && command === 'uffd/resolve' && typeof args?.tid === 'number' && typeof args.how === 'string') {
+      void this.observe.resolve(response, { tid: args.tid, how: args.how, pattern: args.pattern, pages: args.pages });
+      return;
+    }
+    if (this.observe && command === 'uffd/resolutions' && typeof args?.tid === 'number') return this.observe.resolutions(response, args.tid);
     if (this.observe && command.startsWith('uffd/')) return this.observe.unsupported(response);
     if (command === 'uffd/resolve' && typeof args?.tid === 'number' && typeof args.how === 'string') {
       const f = this.session.heldFor(args.tid);

@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { FaultEvent, Hex, ResolvedEvent } from '../protocol/messages';
 import {
-  encodeControl, ObsCmd, ObsIoctl, ObsRead, ObsRecord, RecordDecoder, ResolveOp, STOP_IOCTL_ERROR, STOP_MINOR, STOP_MISSING, STOP_WP,
-  UffdHow,
+  encodeControl, encodeResolve, ObsCmd, ObsIoctl, ObsRead, ObsRecord, ObsResolve, RecordDecoder, ResolveHowCode, ResolveOp,
+  STOP_IOCTL_ERROR, STOP_MINOR, STOP_MISSING, STOP_WP, UffdHow,
 } from '../protocol/observe';
 
 const PAGE = 4096;
@@ -80,6 +80,8 @@ export interface ObserveSummary {
   /** Log2 µs buckets: [lo, hi) µs and the count of faults whose latency falls in it. */
   histogram: { loUs: number; hiUs: number; count: number }[];
   latencyNs: { p50: number; p99: number; max: number } | null;
+  /** Resolutions the debugger made on the handler's userfaultfd (Resolve Page… while stopped). */
+  byDebugger: { op: ResolveOp; start: Hex; len: number; errno: string | null }[];
 }
 
 interface Fault { ev: ObservedFault; space: Space; page: number }
@@ -112,6 +114,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   private ioctls: ObserveSummary['ioctls'] = {};
   private stuckSent = new Set<number>();
   private allSpaces: Space[] = [];
+  private byDebugger: ObserveSummary['byDebugger'] = [];
 
   feed(r: ObsRecord): void {
     this.pids.add(r.pid);
@@ -170,6 +173,13 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
         break;
       case 'ioctl':
         this.ioctl(r);
+        break;
+      case 'resolve':
+        // The debugger's own ioctl on the handler's userfaultfd: it resolves faults like one of the handler's.
+        if (r.op) {
+          this.byDebugger.push({ op: r.op, start: r.start, len: r.len, errno: r.errno });
+          this.ioctl({ ...r, type: 'ioctl', op: r.op, mode: 0, src: '0x0', durNs: 0, stopped: false }, ' (debugger)');
+        }
         break;
       case 'continued':
         this.emit('event', { type: 'event', event: 'continued', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.stopSeq });
@@ -279,11 +289,14 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
     return n;
   }
 
-  private ioctl(r: ObsIoctl): void {
+  /** `by`: ' (debugger)' for the debugger's own ioctl (not the handler's: not in its counts or problems). */
+  private ioctl(r: ObsIoctl, by = ''): void {
     const s = this.space(r.pid, r.uffd);
-    const c = this.ioctls[r.op] ?? (this.ioctls[r.op] = { calls: 0, ok: 0, failed: 0 });
-    c.calls++;
-    if (r.result === 0) c.ok++; else c.failed++;
+    if (!by) {
+      const c = this.ioctls[r.op] ?? (this.ioctls[r.op] = { calls: 0, ok: 0, failed: 0 });
+      c.calls++;
+      if (r.result === 0) c.ok++; else c.failed++;
+    }
     const end = r.t + r.durNs;
     const start = pageOf(Number(r.start));
     const rkey = s.eagain.size ? `${r.op}:${r.start}` : '';
@@ -308,14 +321,14 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       }
       const dontwake = (r.op === 'COPY' || r.op === 'ZEROPAGE' || r.op === 'CONTINUE' || r.op === 'POISON') &&
         (r.mode & UFFDIO_COPY_MODE_DONTWAKE) !== 0;
-      if (!dontwake) this.wake(s, start, start + doneBytes, end, 'UFFDIO_' + r.op, r.pid, r.tid);
+      if (!dontwake) this.wake(s, start, start + doneBytes, end, 'UFFDIO_' + r.op + by, r.pid, r.tid);
     }
-    if (r.result === 0 && r.op === 'WAKE') this.wake(s, start, start + r.len, end, 'UFFDIO_WAKE', r.pid, r.tid);
+    if (r.result === 0 && r.op === 'WAKE') this.wake(s, start, start + r.len, end, 'UFFDIO_WAKE' + by, r.pid, r.tid);
     if (r.result === 0 && r.op === 'WRITEPROTECT' &&
         !(r.mode & UFFDIO_WRITEPROTECT_MODE_WP) && !(r.mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE)) {
       this.wake(s, start, start + r.len, end, 'UFFDIO_WRITEPROTECT', r.pid, r.tid);
     }
-    if (r.result === 0) return;
+    if (r.result === 0 || by) return;
     if (r.errno === 'EEXIST') {
       // The page after the part done is already there.
       const p = start + doneBytes;
@@ -397,6 +410,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       perThread: [...per.values()],
       histogram: hist.map((count, b) => ({ loUs: b ? 2 ** b : 0, hiUs: 2 ** (b + 1), count })).filter((h) => h.count),
       latencyNs: lat.length ? { p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1] } : null,
+      byDebugger: [...this.byDebugger],
     };
   }
 }
@@ -454,6 +468,8 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
   private decoder = new RecordDecoder();
   private timer: NodeJS.Timeout | null = null;
   private done: Promise<ObserveResult> | null = null;
+  private resolving = new Map<number, { resolve: (r: ObsResolve) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private nextReq = 1;
   pid = 0;
 
   constructor() {
@@ -493,6 +509,7 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
       for (const r of recs) {
         this.emit('record', r);
         this.analyzer.feed(r);
+        if (r.type === 'resolve') this.settleResolve(r);
       }
     });
     const stuckMs = o.stuckAfterMs ?? 1000;
@@ -510,6 +527,7 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
       clearTimeout(t);
       if (this.timer) clearInterval(this.timer);
       this.timer = null;
+      for (const [req, p] of [...this.resolving]) this.failResolve(req, p, 'the program exited before the library answered');
       const now = Number(process.hrtime.bigint());
       if (stuckMs > 0) this.analyzer.checkStuck(now, 0);
       return { ...x, summary: this.analyzer.summary(now), truncated: this.decoder.leftover };
@@ -545,6 +563,39 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
 
   continueAll(): void {
     this.ctl?.write(encodeControl(ObsCmd.ContinueAll));
+  }
+
+  /**
+   * Has the library place (COPY of `pattern` bytes, ZEROPAGE) or wake `len` bytes at `addr` on
+   * the userfaultfd the thread stopped after read record `readSeq` read, on the debugger's behalf.
+   * Resolves with the library's answer (check `result` and `errno`); rejects when it cannot ask.
+   */
+  resolve(readSeq: number, addr: bigint, len: number, how: ResolveHowCode, pattern = 0): Promise<ObsResolve> {
+    if (!this.ctl || !this.ctl.writable) return Promise.reject(new Error('the control channel to the program is closed'));
+    const req = this.nextReq++;
+    const ctl = this.ctl;
+    return new Promise<ObsResolve>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const p = this.resolving.get(req);
+        if (p) this.failResolve(req, p, 'the observe library did not answer within 5 s');
+      }, 5000);
+      this.resolving.set(req, { resolve, reject, timer });
+      ctl.write(encodeResolve(req, readSeq, addr, len, how, pattern));
+    });
+  }
+
+  private settleResolve(r: ObsResolve): void {
+    const p = this.resolving.get(r.req);
+    if (!p) return;
+    this.resolving.delete(r.req);
+    clearTimeout(p.timer);
+    p.resolve(r);
+  }
+
+  private failResolve(req: number, p: { reject: (e: Error) => void; timer: NodeJS.Timeout }, why: string): void {
+    this.resolving.delete(req);
+    clearTimeout(p.timer);
+    p.reject(new Error(why));
   }
 
   /** Closes the control channel: every stopped thread runs on and none stops again (disconnect). */

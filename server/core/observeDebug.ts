@@ -11,6 +11,7 @@ import { HelperClient } from './helperClient';
 import { ConditionError, CONDITION_SYNTAX, FAULT_FILTERS, FilterCondition, FilterRequest, FilterResult, FilterSet, nameMatches, parseCondition } from './filters';
 import { findVma, listTasks, readMaps, TaskInfo, vmaName } from './procfs';
 import { findObserveLibrary, ObservedFault, ObserveEvent, ObserveSession, ObserveSummary } from './observe';
+import { ResolveHowCode } from '../protocol/observe';
 import type { FaultKind, Hex, StackBody } from '../protocol/messages';
 import type { TimelineInput } from './batcher';
 
@@ -41,7 +42,22 @@ export interface ObserveLaunchConfig {
   library?: string;
 }
 
-export type ObserveStopReason = 'page fault' | 'ioctl error' | 'wait too long';
+export type ObserveStopReason = 'page fault' | 'data breakpoint' | 'ioctl error' | 'wait too long';
+
+/** A data breakpoint: faults read on a page of [start, end) with this access stop the reading thread. */
+export interface ObserveWatch { id: number; start: bigint; end: bigint; access: 'read' | 'write' | 'readWrite' }
+
+/** Resolve Page… in observe mode: what the library can do on the handler's userfaultfd. */
+export type ObserveResolveHow = 'default' | 'zero' | 'copy' | 'wake';
+
+export interface ObserveResolveResult {
+  seq: number;
+  page: Hex;
+  ioctl: string;
+  pages: number;
+  /** What happened (errno named when the kernel refused), and what the handler will see. */
+  message: string;
+}
 
 /** A thread shown stopped. Library stops hold the thread until continued; a wait stop only shows a blocked thread. */
 export interface ObserveStop {
@@ -56,6 +72,10 @@ export interface ObserveStop {
   ioctlError?: { op: string; start: Hex; len: number; errno: string };
   waitedMs?: number;
   filter?: { id: ObserveFilterId; condition: string };
+  /** Data breakpoints that matched the fault (reason 'data breakpoint'). */
+  hitBreakpointIds?: number[];
+  /** What the debugger placed while the thread was stopped (Resolve Page…). */
+  resolvedBy?: string;
   /** One line: the stopped event's description. */
   description: string;
 }
@@ -135,6 +155,9 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
   private extra = new Map<ExtraFilter['id'], ExtraFilter>();
   private firstFaultPending = true;
   private stops = new Map<number, ObserveStop>();
+  private watches: ObserveWatch[] = [];
+  /** Pages the debugger placed (Resolve Page…): the handler's own placement then fails with EEXIST. */
+  private placedByDebugger = new Set<string>();
   /** Faults a wait stop already showed (each stops once per filter setting). */
   private waitShown = new Set<number>();
   private waitTimer: NodeJS.Timeout | null = null;
@@ -215,7 +238,8 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
 
   private mask(): { missing: boolean; wp: boolean; minor: boolean; ioctlError: boolean } {
     const on = new Set(this.faultFilters.list().filter((f) => !f.spent).map((f) => f.id));
-    const first = this.firstFaultPending;
+    // A data breakpoint matches faults of every kind: the library stops them all, this side picks.
+    const first = this.firstFaultPending || this.watches.length > 0;
     return { missing: first || on.has('missing'), wp: first || on.has('wp'), minor: first || on.has('minor'),
       ioctlError: this.extra.has('ioctlError') && !this.extra.get('ioctlError')!.spent };
   }
@@ -223,6 +247,18 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
   private applyMask(): void {
     if (this.started && !this.exited) this.observe.setStop(this.mask());
     this.armWaitTimer();
+  }
+
+  /** The data breakpoints (replacing the previous ones). */
+  setWatches(watches: ObserveWatch[]): void {
+    this.watches = watches.map((w) => ({ ...w }));
+    this.applyMask();
+  }
+
+  private watchHits(f: ObservedFault): number[] {
+    const page = BigInt(f.page);
+    return this.watches.filter((w) => page < w.end && page + 4096n > w.start &&
+      (w.access === 'readWrite' || w.access === f.access)).map((w) => w.id);
   }
 
   /** Runs the program (configurationDone). */
@@ -271,7 +307,8 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
       case 'duplicate':
         if (this.notices.duplicate++ < NOTICE_LIMIT) {
           this.emit('console', `uffd-debug: EEXIST: UFFDIO_${e.op} of page ${e.page} (pid ${e.pid}): the page was already there ` +
-            `(placed twice, or placed by another thread first)`);
+            (this.placedByDebugger.has(e.page) ? '(the debugger placed it: Resolve Page… while the handler was stopped)'
+              : '(placed twice, or placed by another thread first)'));
         }
         break;
       case 'ioctlError':
@@ -329,10 +366,17 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     const faults = e.faults.map((seq) => this.observe.analyzer.faultBySeq(seq)).filter((f): f is ObservedFault => f !== undefined);
     let hit: { id: ObserveFilterId; condition: string } | undefined;
     let first: ObservedFault | undefined;
+    let watchIds: number[] = [];
     if (this.firstFaultPending && faults.length) {
       this.firstFaultPending = false;
       first = faults[0];
       this.applyMask();
+    } else if ((first = faults.find((f) => (watchIds = this.watchHits(f)).length > 0))) {
+      const r = this.watches.filter((w) => watchIds.includes(w.id)).map((w) => `${hex(Number(w.start))}-${hex(Number(w.end))} ${w.access}`);
+      this.addStop({ reason: 'data breakpoint', pid: e.pid, tid: e.tid, libSeq: e.readSeq, faults: [first, ...faults.filter((f) => f !== first)],
+        hitBreakpointIds: watchIds,
+        description: `Paused on data breakpoint: the handler read a page fault: ${describeObservedFault(first)} (watching ${r.join(', ')})` });
+      return;
     } else {
       const nameAt = this.nameAt();
       for (const f of faults) {
@@ -392,6 +436,19 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     }
   }
 
+  /** The observed program's mapping whose path is `name` ([heap]) or contains it (libc.so). */
+  mappingNamed(name: string): { start: bigint; end: bigint; name: string } | undefined {
+    if (this.pid === undefined || this.exited) return undefined;
+    let maps: ReturnType<typeof readMaps>;
+    try {
+      maps = readMaps(this.pid);
+    } catch {
+      return undefined;
+    }
+    const v = maps.find((x) => (name.startsWith('[') ? x.path === name : x.path.includes(name)));
+    return v ? { start: v.start, end: v.end, name: vmaName(v) } : undefined;
+  }
+
   stopFor(tid: number): ObserveStop | undefined {
     return this.stops.get(tid);
   }
@@ -447,10 +504,64 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     return this.helperStarting;
   }
 
-  /** Why the debugger cannot place the page itself (Resolve Page… in observe mode). */
+  /** What Resolve Page… cannot do in observe mode. */
   static readonly RESOLVE_REFUSAL =
-    'observe mode: the userfaultfd belongs to the program, so the debugger cannot place pages itself (UFFDIO_COPY needs ' +
-    'that descriptor). Continue lets the handler resolve the fault; a launch without observe lets the debugger own the memory.';
+    'observe mode: the userfaultfd belongs to the program; the debugger can only ask the observe library to place the ' +
+    'page of a fault the handler thread is stopped on (Resolve Page…: zeros, zero page, a byte pattern, or wake). ' +
+    'Continue lets the handler resolve the fault itself.';
+
+  /** The ways Resolve Page… offers for the fault `tid` is stopped on (ids of the picker). */
+  resolutions(tid: number): { kind: FaultKind; page: Hex; ways: string[] } {
+    const { fault } = this.resolvable(tid);
+    return { kind: fault.kind, page: fault.page, ways: fault.kind === 'missing' ? ['default', 'zero', 'copy-pattern', 'wake'] : ['wake'] };
+  }
+
+  private resolvable(tid: number): { stop: ObserveStop; fault: ObservedFault } {
+    const s = this.stops.get(tid);
+    if (!s || !s.libSeq || s.faults.length === 0 || (s.reason !== 'page fault' && s.reason !== 'data breakpoint')) {
+      throw new Error(`thread ${tid} is not a handler thread stopped after reading a fault (observe mode resolves only those)`);
+    }
+    return { stop: s, fault: s.faults[0] };
+  }
+
+  /**
+   * Has the observe library, in the handler process, resolve the stopped fault's page on the
+   * handler's userfaultfd: `default` copies zeros (UFFDIO_COPY), `zero` maps the zero page,
+   * `copy` fills with `pattern`, `wake` only wakes. The handler thread stays stopped; when
+   * continued, its own placement of that page fails with EEXIST.
+   */
+  async resolve(tid: number, how: string, opts: { pages?: number; pattern?: number } = {}): Promise<ObserveResolveResult> {
+    const { stop, fault } = this.resolvable(tid);
+    const ways = this.resolutions(tid).ways;
+    const way = how === 'copy' ? 'copy-pattern' : how;
+    if (!ways.includes(way)) {
+      throw new Error(`'${how}' cannot resolve a ${fault.kind} fault in observe mode: ${ways.map((w) => (w === 'copy-pattern' ? 'copy' : w)).join(', ')}`);
+    }
+    const pages = opts.pages ?? 1;
+    if (!Number.isInteger(pages) || pages < 1) throw new Error(`'pages' is ${opts.pages}: give a whole number of pages, 1 or more`);
+    const pattern = how === 'copy' ? opts.pattern ?? 0 : 0;
+    if (!Number.isInteger(pattern) || pattern < 0 || pattern > 255) throw new Error(`'pattern' is ${opts.pattern}: give a byte, 0-255`);
+    const code = how === 'zero' ? ResolveHowCode.ZeroPage : how === 'wake' ? ResolveHowCode.Wake : ResolveHowCode.Copy;
+    const r = await this.observe.resolve(stop.libSeq, BigInt(fault.page), pages * 4096, code, pattern);
+    if (!r.op) {
+      throw new Error(r.errno === 'ESRCH' ? `thread ${tid} is no longer stopped (ESRCH)` : `the observe library refused the request (${r.errno})`);
+    }
+    const ioctl = `UFFDIO_${r.op}`;
+    const what = how === 'copy' ? ` with byte 0x${pattern.toString(16).padStart(2, '0')}` : how === 'default' ? ' with zeros' : '';
+    if (r.result !== 0) {
+      throw new Error(`${ioctl} of ${pages} page${pages === 1 ? '' : 's'} at ${fault.page} failed with ${r.errno}` +
+        (r.done > 0 ? ` after ${r.done} bytes` : '') + (r.errno === 'EEXIST' ? ' (the page is already there)' : ''));
+    }
+    const places = r.op !== 'WAKE';
+    if (places) for (let i = 0; i < pages; i++) this.placedByDebugger.add(hex(Number(fault.page) + i * 4096));
+    const message = places
+      ? `${ioctl}${what} placed ${pages} page${pages === 1 ? '' : 's'} at ${fault.page} on the handler's userfaultfd; ` +
+        'the handler thread is still stopped: when continued, its own placement of that page fails with EEXIST'
+      : `${ioctl} woke the threads waiting on ${fault.page} without placing it: they fault again, and the handler reads that fault next`;
+    stop.resolvedBy = message;
+    this.emit('console', `uffd-debug: ${message}`);
+    return { seq: fault.seq, page: fault.page, ioctl, pages, message };
+  }
 
   summaryNow(): ObserveSummary {
     return this.observe.analyzer.summary(Number(process.hrtime.bigint()));
@@ -510,6 +621,10 @@ export function summaryText(s: ObserveSummary): string {
   }
   if (s.duplicates) problems.push(`EEXIST duplicates: ${s.duplicates} (pages ${s.duplicatePages.slice(0, 8).join(', ')}${s.duplicatePages.length > 8 ? ', …' : ''})`);
   if (s.resolvedTwice.length) problems.push(`pages resolved twice: ${s.resolvedTwice.length} (${s.resolvedTwice.slice(0, 8).join(', ')}${s.resolvedTwice.length > 8 ? ', …' : ''})`);
+  for (const d of s.byDebugger ?? []) {
+    L.push(`resolved by the debugger: UFFDIO_${d.op} ${d.start} (+${d.len})${d.errno ? ` failed with ${d.errno}` : ''}` +
+      (!d.errno && d.op !== 'WAKE' && s.duplicatePages.includes(d.start) ? ': the handler\'s own placement then failed with EEXIST' : ''));
+  }
   if (s.retries) problems.push(`retries after EAGAIN: ${s.retries}`);
   if (s.unregistered) problems.push(`faults on unregistered ranges: ${s.unregistered}`);
   if (s.ioctlErrors) problems.push(`failed ioctls (other than EEXIST and EAGAIN): ${s.ioctlErrors}`);

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -90,6 +91,8 @@ static struct {
 	uint32_t seq;
 	int used;
 	int released;
+	int fd;			/* the userfaultfd read (OBS_CMD_RESOLVE acts on it) */
+	uint32_t id;
 } stopped[MAX_STOPPED];
 static int ctl_alive;
 
@@ -389,6 +392,104 @@ static uint32_t track_new(int fd, uint32_t how, uint32_t flags, int r, int err, 
 
 /* ---- stop on read ---- */
 
+/* Reads exactly len bytes of the control pipe; -1 at its end or on an error. */
+static int ctl_read_full(void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = real_read(ctl_fd, (char *)buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * OBS_CMD_RESOLVE: the debugger resolves a stopped read's fault. The ioctl is made here, in
+ * the control thread, on the userfaultfd the stopped thread read (it cannot be closed under
+ * us: its reader is stopped, though another thread may still close it: then EBADF). The
+ * result goes back as an OBS_RESOLVE record; the stopped thread stays stopped.
+ */
+static void ctl_resolve(const struct obs_ctl *c, const struct obs_ctl_resolve *x)
+{
+	static unsigned char *src;
+	static size_t src_len;
+	struct {
+		struct obs_hdr h;
+		struct obs_resolve b;
+	} rec = { 0 };
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = -1, r = -1, err = 0;
+	uint32_t id = 0;
+
+	pthread_mutex_lock(&stop_mu);
+	for (int i = 0; i < MAX_STOPPED; i++) {
+		if (stopped[i].used && !stopped[i].released && stopped[i].seq == (uint32_t)c->seq) {
+			fd = stopped[i].fd;
+			id = stopped[i].id;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&stop_mu);
+	rec.b.req = c->arg;
+	rec.b.start = x->addr;
+	rec.b.len = x->len;
+	rec.b.stop_seq = (uint32_t)c->seq;
+	if (fd < 0) {
+		err = ESRCH;
+	} else if (!x->len || x->len % page || x->addr % page) {
+		err = EINVAL;
+	} else if (!REAL(ioctl)) {
+		err = ENOSYS;
+	} else if (x->how == OBS_RESOLVE_COPY) {
+		struct uffdio_copy a = { .dst = x->addr, .len = x->len };
+
+		if (src_len < x->len) {
+			void *p = mmap(NULL, x->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+			if (p == MAP_FAILED) {
+				err = errno;
+				goto out;
+			}
+			if (src)
+				munmap(src, src_len);
+			src = p;
+			src_len = x->len;
+		}
+		memset(src, (int)(x->pattern & 0xff), x->len);
+		a.src = (uintptr_t)src;
+		rec.b.op = _UFFDIO_COPY;
+		r = real_ioctl(fd, UFFDIO_COPY, &a);
+		err = r < 0 ? errno : 0;
+		rec.b.done = a.copy;
+	} else if (x->how == OBS_RESOLVE_ZEROPAGE) {
+		struct uffdio_zeropage a = { .range = { .start = x->addr, .len = x->len } };
+
+		rec.b.op = _UFFDIO_ZEROPAGE;
+		r = real_ioctl(fd, UFFDIO_ZEROPAGE, &a);
+		err = r < 0 ? errno : 0;
+		rec.b.done = a.zeropage;
+	} else if (x->how == OBS_RESOLVE_WAKE) {
+		struct uffdio_range a = { .start = x->addr, .len = x->len };
+
+		rec.b.op = _UFFDIO_WAKE;
+		r = real_ioctl(fd, UFFDIO_WAKE, &a);
+		err = r < 0 ? errno : 0;
+		rec.b.done = r < 0 ? 0 : (int64_t)x->len;
+	} else {
+		err = EINVAL;
+	}
+out:
+	rec.b.result = r < 0 ? -1 : 0;
+	rec.b.err = r < 0 ? err : 0;
+	emit_urgent(&rec, OBS_RESOLVE, sizeof(rec), fd, id, now_ns(), 1);
+}
+
 static void *ctl_main(void *unused)
 {
 	struct obs_ctl c;
@@ -410,6 +511,14 @@ static void *ctl_main(void *unused)
 		if (got < sizeof(c))
 			continue;
 		got = 0;
+		if (c.cmd == OBS_CMD_RESOLVE) {
+			struct obs_ctl_resolve x;
+
+			if (ctl_read_full(&x, sizeof(x)) < 0)
+				break;
+			ctl_resolve(&c, &x);
+			continue;
+		}
 		pthread_mutex_lock(&stop_mu);
 		if (c.cmd == OBS_CMD_STOP_MASK) {
 			atomic_store(&stop_mask, c.arg);
@@ -461,7 +570,7 @@ static void ctl_start(void)
 	}
 }
 
-static int stop_slot(uint32_t seq)
+static int stop_slot(uint32_t seq, int fd, uint32_t id)
 {
 	int slot = -1;
 
@@ -471,6 +580,8 @@ static int stop_slot(uint32_t seq)
 			stopped[i].used = 1;
 			stopped[i].released = 0;
 			stopped[i].seq = seq;
+			stopped[i].fd = fd;
+			stopped[i].id = id;
 			slot = i;
 			break;
 		}
@@ -551,7 +662,7 @@ static void note_read(int fd, uint32_t id, const void *buf, ssize_t r, int err, 
 		}
 		if (n && wants_stop(rec.m, (unsigned int)n)) {
 			rec.h.seq = atomic_fetch_add(&rec_seq, 1) + 1;
-			slot = stop_slot(rec.h.seq);
+			slot = stop_slot(rec.h.seq, fd, id);
 			if (slot >= 0)
 				rec.b.flags |= OBS_READ_STOPPED;
 		}
@@ -751,7 +862,7 @@ static void note_range_ioctl(int fd, uint32_t id, uint32_t op, const void *arg, 
 		int slot;
 
 		rec.h.seq = atomic_fetch_add(&rec_seq, 1) + 1;
-		slot = stop_slot(rec.h.seq);
+		slot = stop_slot(rec.h.seq, fd, id);
 		if (slot >= 0)
 			rec.b.flags |= OBS_IOCTL_STOPPED;
 		emit_urgent(&rec, OBS_IOCTL, sizeof(rec), fd, id, t, slot >= 0);

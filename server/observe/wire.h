@@ -26,6 +26,7 @@ enum obs_type {
 	OBS_DUP = 10,		/* a userfaultfd descriptor was duplicated */
 	OBS_SEND = 11,		/* a userfaultfd is being sent over SCM_RIGHTS (or failed to be) */
 	OBS_CONTINUED = 12,	/* a thread stopped after a read runs again */
+	OBS_RESOLVE = 13,	/* the library's answer to OBS_CMD_RESOLVE */
 };
 
 /* How a userfaultfd appeared (OBS_UFFD.how). */
@@ -53,6 +54,14 @@ enum obs_cmd {
 	OBS_CMD_STOP_MASK = 1,	/* arg: stop after reading faults of these kinds */
 	OBS_CMD_CONTINUE = 2,	/* seq: the OBS_READ record of the stopped thread */
 	OBS_CMD_CONTINUE_ALL = 3,
+	OBS_CMD_RESOLVE = 4,	/* seq: a stopped read; arg: request id; struct obs_ctl_resolve follows */
+};
+
+/* How OBS_CMD_RESOLVE places the page (struct obs_ctl_resolve.how). */
+enum obs_resolve_how {
+	OBS_RESOLVE_COPY = 1,		/* UFFDIO_COPY of pages filled with the pattern byte */
+	OBS_RESOLVE_ZEROPAGE = 2,	/* UFFDIO_ZEROPAGE */
+	OBS_RESOLVE_WAKE = 3,		/* UFFDIO_WAKE only: the thread faults again */
 };
 
 #define OBS_STOP_MISSING	1u
@@ -156,10 +165,35 @@ struct obs_continued {
 	uint32_t why;		/* 1 continue, 2 control channel closed */
 };
 
+/*
+ * OBS_RESOLVE: the control thread performed OBS_CMD_RESOLVE's ioctl on the stopped read's
+ * userfaultfd (the header's fd and uffd); result -1 with err ESRCH when that read is no longer
+ * stopped, EINVAL for a bad command.
+ */
+struct obs_resolve {
+	uint32_t req;		/* the command's arg */
+	uint32_t op;		/* _UFFDIO_* number, 0 when no ioctl was made */
+	uint64_t start;
+	uint64_t len;
+	uint32_t stop_seq;
+	uint32_t pad;
+	int64_t done;		/* the ioctl's own result field (bytes, or -errno) */
+	int32_t result;
+	int32_t err;
+};
+
 struct obs_ctl {
 	uint32_t cmd;
 	uint32_t arg;
 	uint64_t seq;
+};
+
+/* Follows an OBS_CMD_RESOLVE command. */
+struct obs_ctl_resolve {
+	uint64_t addr;		/* page-aligned */
+	uint64_t len;		/* a multiple of the page size */
+	uint32_t how;		/* enum obs_resolve_how */
+	uint32_t pattern;	/* OBS_RESOLVE_COPY: the fill byte */
 };
 
 #endif

@@ -84,13 +84,24 @@ export interface ObsDup extends ObsBase { type: 'dup'; newfd: number }
 /** Written before sendmsg (result 0), and again with -1 when sendmsg failed. */
 export interface ObsSend extends ObsBase { type: 'send'; result: number; errno: string | null }
 export interface ObsContinued extends ObsBase { type: 'continued'; stopSeq: number; why: 'continue' | 'channel-closed' }
+/**
+ * The library's answer to a `resolve` command: the ioctl its control thread made on the stopped
+ * read's userfaultfd (`fd`, `uffd`) on the debugger's behalf. `op` null: no ioctl was made
+ * (errno ESRCH: the read is no longer stopped; EINVAL: a bad command).
+ */
+export interface ObsResolve extends ObsBase {
+  type: 'resolve'; req: number; op: ResolveOp | null; start: Hex; len: number; stopSeq: number; done: number;
+  result: number; errno: string | null;
+}
 
 export type ObsRecord =
   | ObsHello | ObsFork | ObsUffd | ObsApi | ObsRegister | ObsUnregister | ObsRead | ObsIoctl
-  | ObsClose | ObsDup | ObsSend | ObsContinued;
+  | ObsClose | ObsDup | ObsSend | ObsContinued | ObsResolve;
 
 /** Control commands (launcher → library), 16 bytes each. */
-export const enum ObsCmd { StopMask = 1, Continue = 2, ContinueAll = 3 }
+export const enum ObsCmd { StopMask = 1, Continue = 2, ContinueAll = 3, Resolve = 4 }
+/** How a `resolve` command places the page(s). */
+export const enum ResolveHowCode { Copy = 1, ZeroPage = 2, Wake = 3 }
 export const STOP_MISSING = 1;
 export const STOP_WP = 2;
 export const STOP_MINOR = 4;
@@ -105,10 +116,24 @@ export function encodeControl(cmd: ObsCmd, arg = 0, seq = 0): Buffer {
   return b;
 }
 
+/**
+ * `resolve`: the command (arg: request id, seq: the stopped read record) and its 24-byte
+ * extension (page-aligned address, length, how, COPY's fill byte).
+ */
+export function encodeResolve(req: number, readSeq: number, addr: bigint, len: number, how: ResolveHowCode, pattern = 0): Buffer {
+  const b = Buffer.alloc(40);
+  encodeControl(ObsCmd.Resolve, req, readSeq).copy(b, 0);
+  b.writeBigUInt64LE(addr, 16);
+  b.writeBigUInt64LE(BigInt(len), 24);
+  b.writeUInt32LE(how, 32);
+  b.writeUInt32LE(pattern & 0xff, 36);
+  return b;
+}
+
 const HOW: Record<number, UffdHow> = { 1: 'syscall', 2: 'dev', 3: 'scm', 4: 'fork-event', 5: 'inherit' };
 const VIA: Record<number, ReadVia> = { 1: 'read', 2: 'readv', 3: 'syscall-read', 4: 'syscall-readv', 5: '__read_chk' };
 const OPS: Record<number, ResolveOp> = { 2: 'WAKE', 3: 'COPY', 4: 'ZEROPAGE', 5: 'MOVE', 6: 'WRITEPROTECT', 7: 'CONTINUE', 8: 'POISON' };
-const BODY_SIZE: Record<number, number> = { 1: 272, 2: 8, 3: 24, 4: 40, 5: 40, 6: 40, 7: 24, 8: 64, 9: 8, 10: 8, 11: 8, 12: 8 };
+const BODY_SIZE: Record<number, number> = { 1: 272, 2: 8, 3: 24, 4: 40, 5: 40, 6: 40, 7: 24, 8: 64, 9: 8, 10: 8, 11: 8, 12: 8, 13: 48 };
 
 // The first name wins: EAGAIN, not EWOULDBLOCK; EDEADLK, not EDEADLOCK.
 const ERRNO_NAMES = new Map<number, string>();
@@ -207,6 +232,10 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
       return { pid, tid, fd, uffd, seq, t, type: 'dup', newfd: b.readInt32LE(o) };
     case 11:
       return { pid, tid, fd, uffd, seq, t, type: 'send', result: b.readInt32LE(o), errno: errnoName(b.readInt32LE(o + 4)) };
+    case 13:
+      return { pid, tid, fd, uffd, seq, t, type: 'resolve', req: b.readUInt32LE(o), op: OPS[b.readUInt32LE(o + 4)] ?? null,
+        start: hex(u64(b, o + 8)), len: u64(b, o + 16), stopSeq: b.readUInt32LE(o + 24), done: s64(b, o + 32),
+        result: b.readInt32LE(o + 40), errno: errnoName(b.readInt32LE(o + 44)) };
     default:
       return { pid, tid, fd, uffd, seq, t, type: 'continued', stopSeq: b.readUInt32LE(o),
         why: b.readUInt32LE(o + 4) === 1 ? 'continue' : 'channel-closed' };

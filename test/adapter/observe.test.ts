@@ -79,7 +79,7 @@ describe('observe mode through the adapter', { timeout: 180_000 }, () => {
     assert.match(vars.get('address')!.value, /^0x[0-9a-f]+$/);
     assert.equal(vars.get('kind')!.value, 'missing');
     assert.match(vars.get('read by')!.value, new RegExp(`thread ${tid} `));
-    assert.match(vars.get('resolve')!.value, /cannot place pages itself/);
+    assert.match(vars.get('resolve')!.value, /Continue lets the handler resolve it, or Resolve Page… places it now/);
     // Off with the filter, Continue runs to the end; the demo's own check passes.
     await h.dc.setExceptionBreakpointsRequest({ filters: [] });
     const code = exitCode();
@@ -143,6 +143,89 @@ describe('observe mode through the adapter', { timeout: 180_000 }, () => {
     assert.match(h.output, /EEXIST: UFFDIO_COPY of page 0x[0-9a-f]+/);
     assert.match(h.output, /EEXIST duplicates: 1 \(pages 0x[0-9a-f]+\)/);
     assert.match(h.output, /eexist=1/, 'the demo counted the same one');
+  });
+
+  /** The postcopy region's start, from the Userfaultfds scope of a stopped thread. */
+  async function regionStart(tid: number): Promise<bigint> {
+    const st = await h.dc.stackTraceRequest({ threadId: tid });
+    const sc = await h.dc.scopesRequest({ frameId: st.body.stackFrames[0].id });
+    const u = await h.variablesOf(sc.body.scopes.find((x) => x.name === 'Userfaultfds')!.variablesReference);
+    const m = /(0x[0-9a-f]+) \+(\d+)/.exec([...u.values()].map((v) => v.value).join(' '));
+    assert.ok(m, `a registered range in ${JSON.stringify([...u.values()])}`);
+    assert.equal(Number(m[2]), 64 * 4096);
+    return BigInt(m[1]);
+  }
+
+  async function faultVars(tid: number): Promise<Map<string, DebugProtocol.Variable>> {
+    const st = await h.dc.stackTraceRequest({ threadId: tid });
+    const sc = await h.dc.scopesRequest({ frameId: st.body.stackFrames[0].id });
+    return h.variablesOf(sc.body.scopes.find((x) => x.name === 'Fault')!.variablesReference);
+  }
+
+  test('a data breakpoint on one page stops the handler on that page\'s fault only; continuing completes the run', async () => {
+    const first = h.dc.waitForEvent('stopped', 30_000);
+    // One thread, no background pushes: every page is read once, through a fault.
+    await launch(['--pages', '64', '--threads', '1', '--no-push'], [], { stopOnFirstFault: true });
+    const ev0 = (await first) as DebugProtocol.StoppedEvent;
+    assert.equal(ev0.body.reason, 'page fault');
+    const base = await regionStart(ev0.body.threadId!);
+    const page = base + 20n * 4096n;
+    const info = await h.dc.dataBreakpointInfoRequest({ name: '0x' + (page + 100n).toString(16), bytes: 8 });
+    assert.equal(info.body.dataId, `0x${page.toString(16)}-0x${(page + 4096n).toString(16)}`);
+    assert.deepEqual(info.body.accessTypes, ['read', 'write', 'readWrite']);
+    // A write breakpoint on another page: the workload only reads, so it never stops.
+    const other = await h.dc.dataBreakpointInfoRequest({ name: `0x${(base + 30n * 4096n).toString(16)}` });
+    const set = await h.dc.setDataBreakpointsRequest({ breakpoints: [
+      { dataId: info.body.dataId!, accessType: 'read' }, { dataId: other.body.dataId!, accessType: 'write' }] });
+    assert.ok(set.body.breakpoints.every((b) => b.verified), JSON.stringify(set.body));
+    const stops: DebugProtocol.StoppedEvent[] = [];
+    h.dc.on('stopped', (e) => stops.push(e as DebugProtocol.StoppedEvent));
+    const hit = h.dc.waitForEvent('stopped', 30_000);
+    await h.dc.continueRequest({ threadId: ev0.body.threadId! });
+    const ev = (await hit) as DebugProtocol.StoppedEvent;
+    assert.equal(ev.body.reason, 'data breakpoint');
+    assert.deepEqual(ev.body.hitBreakpointIds, [set.body.breakpoints[0].id]);
+    assert.match(ev.body.description!, /data breakpoint.*missing read at/);
+    const vars = await faultVars(ev.body.threadId!);
+    assert.equal(vars.get('page')!.value, '0x' + page.toString(16));
+    assert.equal(vars.get('access')!.value, 'read');
+    const code = exitCode();
+    await h.dc.continueRequest({ threadId: ev.body.threadId! });
+    assert.equal(await code, 0, h.output);
+    assert.match(h.output, /check ok pages=64/);
+    assert.equal(stops.length, 1, `one data breakpoint stop: ${stops.map((s) => s.body.description).join(' | ')}`);
+    assert.match(h.output, /problems: none found/);
+  });
+
+  test('Resolve Page… while the handler is stopped: the library places the page, the handler then gets EEXIST', async () => {
+    const first = h.dc.waitForEvent('stopped', 30_000);
+    await launch(['--pages', '64', '--threads', '1', '--no-push'], [], { stopOnFirstFault: true });
+    const ev = (await first) as DebugProtocol.StoppedEvent;
+    const tid = ev.body.threadId!;
+    const before = await faultVars(tid);
+    const page = before.get('page')!.value;
+    const base = await regionStart(tid);
+    const index = (BigInt(page) - base) / 4096n;
+    const ways = await h.dc.customRequest('uffd/resolutions', { tid });
+    assert.deepEqual(ways.body, { kind: 'missing', page, ways: ['default', 'zero', 'copy-pattern', 'wake'] });
+    const r = await h.dc.customRequest('uffd/resolve', { tid, how: 'copy', pattern: 0xaa });
+    assert.equal(r.body.ioctl, 'UFFDIO_COPY');
+    assert.equal(r.body.page, page);
+    assert.match(r.body.message, /UFFDIO_COPY with byte 0xaa placed 1 page .*its own placement of that page fails with EEXIST/);
+    // A thread that is not stopped on a fault read is refused.
+    await assert.rejects(h.dc.customRequest('uffd/resolve', { tid: 1, how: 'zero' }), /not a handler thread stopped/);
+    const after = await faultVars(tid);
+    assert.match(after.get('resolve')!.value, /UFFDIO_COPY with byte 0xaa placed/);
+    const code = exitCode();
+    await h.dc.continueRequest({ threadId: tid });
+    // The handler's own UFFDIO_COPY of that page failed with EEXIST (it counts it), and the page
+    // keeps the debugger's pattern: the demo's content check names exactly that page.
+    assert.equal(await code, 1, h.output);
+    assert.match(h.output, new RegExp(`check FAILED bad=1 first=${index}\\b`));
+    assert.match(h.output, /eexist=1/);
+    assert.match(h.output, new RegExp(`EEXIST: UFFDIO_COPY of page ${page} .*the debugger placed it`));
+    assert.match(h.output, new RegExp(`resolved by the debugger: UFFDIO_COPY ${page} \\(\\+4096\\): the handler's own placement then failed with EEXIST`));
+    assert.match(h.output, new RegExp(`EEXIST duplicates: 1 \\(pages ${page}\\)`));
   });
 
   test('bad input is refused with what to do', async () => {

@@ -1,7 +1,7 @@
 // The observe channel decoder: records cut at any byte boundary, malformed input named.
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { decodeRecord, encodeControl, ObsCmd, RecordDecoder } from '../../server/protocol/observe';
+import { decodeRecord, encodeControl, encodeResolve, HEADER_SIZE, ObsCmd, RecordDecoder, ResolveHowCode } from '../../server/protocol/observe';
 import { ObserveAnalyzer } from '../../server/core/observe';
 
 function header(type: number, len: number, seq: number, t: number, uffd = 1, pid = 100, tid = 101, fd = 3): Buffer {
@@ -88,6 +88,29 @@ describe('observe channel decoder', () => {
     assert.equal(b.length, 16);
     assert.equal(b.readUInt32LE(0), 2);
     assert.equal(b.readBigUInt64LE(8), 42n);
+  });
+
+  it('encodes the resolve command with its 24-byte extension, and decodes its answer', () => {
+    const c = encodeResolve(7, 42, 0x7f0000001000n, 8192, ResolveHowCode.Copy, 0x1aa);
+    assert.equal(c.length, 40);
+    assert.deepEqual([c.readUInt32LE(0), c.readUInt32LE(4), Number(c.readBigUInt64LE(8))], [4, 7, 42]);
+    assert.deepEqual([c.readBigUInt64LE(16), c.readBigUInt64LE(24), c.readUInt32LE(32), c.readUInt32LE(36)], [0x7f0000001000n, 8192n, 1, 0xaa]);
+    const b = Buffer.alloc(HEADER_SIZE + 48);
+    b.writeUInt16LE(13, 0);
+    b.writeUInt16LE(b.length, 2);
+    b.writeInt32LE(5, 12);
+    b.writeUInt32LE(7, HEADER_SIZE);
+    b.writeUInt32LE(3, HEADER_SIZE + 4);
+    b.writeBigUInt64LE(0x7f0000001000n, HEADER_SIZE + 8);
+    b.writeBigUInt64LE(8192n, HEADER_SIZE + 16);
+    b.writeUInt32LE(42, HEADER_SIZE + 24);
+    b.writeBigInt64LE(-17n, HEADER_SIZE + 32);
+    b.writeInt32LE(-1, HEADER_SIZE + 40);
+    b.writeInt32LE(17, HEADER_SIZE + 44);
+    const r = decodeRecord(b);
+    assert.equal(r.type, 'resolve');
+    assert.deepEqual(r.type === 'resolve' && [r.req, r.op, r.start, r.len, r.stopSeq, r.done, r.result, r.errno, r.fd],
+      [7, 'COPY', '0x7f0000001000', 8192, 42, -17, -1, 'EEXIST', 5]);
   });
 });
 

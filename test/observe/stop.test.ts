@@ -3,6 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { ResolveHowCode, type ObsResolve } from '../../server/protocol/observe';
 import { handlerCounts, observe, POSTCOPY } from './support';
 
 function threadState(pid: number, tid: number): string {
@@ -15,7 +16,8 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
     const stops: { readSeq: number; pid: number; tid: number; faults: number[] }[] = [];
     const states: string[] = [];
     const faultsWhileStopped: number[] = [];
-    const r = await observe({ program: POSTCOPY, args: ['--pages', '256', '--threads', '2'], stopOn: { missing: true } }, 60_000,
+    // No background pushes: every page faults, so there are always more than 3 reads to stop on.
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '256', '--threads', '2', '--no-push'], stopOn: { missing: true } }, 60_000,
       (e, s) => {
         if (e.event !== 'stopped') return;
         stops.push(e);
@@ -65,6 +67,41 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
     assert.ok(ioctl && ioctl.type === 'ioctl' && ioctl.errno === 'EEXIST' && ioctl.seq === stops[0].readSeq);
     assert.ok(r.events.some((e) => e.event === 'continued' && e.readSeq === stops[0].readSeq));
     assert.equal(handlerCounts(r.stderr).eexist, 1, 'the handler saw EEXIST as without the observer');
+  });
+
+  it('places the stopped fault\'s page on the handler\'s userfaultfd when asked (resolve command)', async () => {
+    const box: { asked?: Promise<{ page: string; placed: ObsResolve; late: ObsResolve; state: string }> } = {};
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '32', '--threads', '1', '--no-push'], stopOn: { missing: true } }, 60_000,
+      (e, s) => {
+        if (e.event !== 'stopped' || box.asked) return;
+        s.setStop({});
+        const page = s.analyzer.faultBySeq(e.faults[0])!.page;
+        box.asked = (async () => {
+          const placed = await s.resolve(e.readSeq, BigInt(page), 4096, ResolveHowCode.ZeroPage);
+          const state = threadState(e.pid, e.tid);
+          // A read that is not stopped (a record that never was): nothing is done.
+          const late = await s.resolve(e.readSeq + 100000, BigInt(page), 4096, ResolveHowCode.Wake);
+          s.continue(e.readSeq);
+          return { page, placed, late, state };
+        })();
+      });
+    assert.ok(box.asked, 'stopped once');
+    const { page, placed, late, state } = await box.asked;
+    assert.equal(placed.op, 'ZEROPAGE');
+    assert.equal(placed.result, 0, String(placed.errno));
+    assert.equal(placed.start, page);
+    assert.equal(placed.len, 4096);
+    assert.equal(state, 'S', 'the handler thread stayed stopped while the library placed the page');
+    assert.equal(late.op, null);
+    assert.equal(late.errno, 'ESRCH');
+    // The handler's own UFFDIO_COPY of that page then fails with EEXIST; the page stays zero.
+    assert.equal(handlerCounts(r.stderr).eexist, 1, r.stderr);
+    assert.equal(r.result.code, 1);
+    assert.match(r.stdout, /check FAILED bad=1 /);
+    assert.deepEqual(r.result.summary.byDebugger, [{ op: 'ZEROPAGE', start: page, len: 4096, errno: null }]);
+    assert.deepEqual(r.result.summary.duplicatePages, [page]);
+    assert.ok(r.events.some((e) => e.event === 'resolved' && e.page === page && e.ioctl === 'UFFDIO_ZEROPAGE (debugger)'));
+    assert.equal(r.result.summary.ioctls.ZEROPAGE, undefined, 'not counted as the handler\'s ioctl');
   });
 
   it('lets stopped threads go when the observer goes away', async () => {
