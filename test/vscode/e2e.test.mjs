@@ -621,11 +621,18 @@ async function driveObserve(page, e2eDir) {
   // The timeline: the stuck fault drawn with its ring, named when selected.
   await page.locator('.tab', { hasText: `Faults: ${OBSERVE_NAME}` }).first().click({ timeout: 30_000 });
   // The panel's group takes the editor area (the Call Stack stays in view) for a readable picture.
-  await page.keyboard.press('F1');
-  const palette = page.locator('.quick-input-widget input').first();
-  await palette.fill('>View: Toggle Maximize Editor Group');
-  await page.locator('.quick-input-widget .monaco-list-row', { hasText: 'Toggle Maximize Editor Group' }).first().waitFor({ state: 'visible', timeout: 10_000 });
-  await palette.press('Enter');
+  // Best effort: a key press can land in the webview's frame instead of the workbench.
+  try {
+    await page.locator('.tab', { hasText: `Faults: ${OBSERVE_NAME}` }).first().focus();
+    await page.keyboard.press('F1');
+    const palette = page.locator('.quick-input-widget input').first();
+    await palette.waitFor({ state: 'visible', timeout: 5_000 });
+    await palette.fill('>View: Toggle Maximize Editor Group');
+    await page.locator('.quick-input-widget .monaco-list-row', { hasText: 'Toggle Maximize Editor Group' }).first().waitFor({ state: 'visible', timeout: 10_000 });
+    await palette.press('Enter');
+  } catch {
+    await page.keyboard.press('Escape').catch(() => {});
+  }
   const panel = await stuckTimelineFrame(page, 30_000);
   await delay(500);
   await panel.evaluate(() => window.__timeline.frame());
