@@ -727,13 +727,15 @@ int main(void)
 			faults_timer_fire();
 		attach_ready(pfd, i_att);
 		evict_ready(pfd, i_evict);
+		/* ptrace stops and exits raise SIGCHLD (blocked, read here): reap only then, not
+		 * with a wait4 per fault batch */
 		if (pfd[i_sig].revents & POLLIN) {
 			struct signalfd_siginfo si[16];
 
 			while (read(sfd, si, sizeof(si)) > 0)
 				;
+			tracer_reap();
 		}
-		tracer_reap();
 		if (i_in >= 0 && pfd[i_in].revents) {
 			if (read_input() < 0) {
 				stdin_open = 0;
