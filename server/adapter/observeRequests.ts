@@ -2,7 +2,7 @@
 // ObserveDebugSession calls and its events into DAP events. UffdDebugSession hands every
 // request here when the launch asked for observe mode. Logic belongs in server/core/observeDebug.ts.
 import {
-  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, InvalidatedEvent, OutputEvent, Scope, Source, StackFrame, StoppedEvent,
+  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, InvalidatedEvent, OutputEvent, Scope, StackFrame, StoppedEvent,
   Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -13,9 +13,10 @@ import {
   describeObservedFault, IOCTL_CONDITION_SYNTAX, ObserveDebugSession, ObserveLaunchConfig, ObserveStop, ObserveWatch, summaryText,
   WAIT_CONDITION_SYNTAX,
 } from '../core/observeDebug';
-import { basename, frameViews, registerViews } from '../core/symbolize';
+import { registerViews } from '../core/symbolize';
 import { hex } from '../core/procfs';
 import type { StackBody } from '../protocol/messages';
+import { dapFrames } from './frames';
 
 /** What the observe branch needs from the DAP session that owns it. */
 export interface ObserveHost {
@@ -153,20 +154,7 @@ export class ObserveRequests {
       frames.push(label);
       try {
         const stack = await this.stackOf(s.tid);
-        frameViews(stack).forEach((v, i) => {
-          const frame: DebugProtocol.StackFrame = v.sourceAvailable
-            ? new StackFrame(this.frames.create(s.tid), v.name, new Source(basename(v.file!), v.file!), v.line!, v.column ?? 1)
-            : new StackFrame(this.frames.create(s.tid), v.name);
-          if (!v.sourceAvailable && i > 0) frame.presentationHint = 'subtle';
-          frame.instructionPointerReference = hex(v.pc);
-          if (v.module) frame.moduleId = v.module;
-          frames.push(frame);
-        });
-        if (stack.note) {
-          const end = new StackFrame(this.frames.create(s.tid), `(stack may be incomplete: ${stack.note})`) as DebugProtocol.StackFrame;
-          end.presentationHint = 'label';
-          frames.push(end);
-        }
+        frames.push(...dapFrames(stack, () => this.frames.create(s.tid)));
       } catch (e) {
         const end = new StackFrame(this.frames.create(s.tid), `(no stack: ${(e as Error).message})`) as DebugProtocol.StackFrame;
         end.presentationHint = 'label';

@@ -14,10 +14,11 @@ import {
 } from '../core/procfs';
 import { regionLabel } from '../core/summary';
 import { availableFilters, resolutionsFor } from '../core/capabilities';
+import { dapFrames } from './frames';
 import { describeEvent, EVENT_FILTERS } from '../core/filters';
 import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
-import { basename, frameViews, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
+import { basename, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
 import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
 import { OBSERVE_FILTERS, ObserveRequests } from './observeRequests';
 
@@ -357,23 +358,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       });
       const regs = stack ? null : readUserRegs(this.session.pid!, f.tid);
       if (stack) {
-        frameViews(stack).forEach((v, i) => {
-          const frame: DebugProtocol.StackFrame = v.sourceAvailable
-            ? new StackFrame(this.frames.create(f.seq), v.name, new Source(basename(v.file!), v.file!), v.line!, v.column ?? 1)
-            : i === 0 ? new StackFrame(this.frames.create(f.seq), v.name, report, 1, 1)
-              : new StackFrame(this.frames.create(f.seq), v.name);
-          // Not the faulting frame: VS Code focuses only a frame that is not subtle on a 'page fault'
-          // stop, and without a focused frame the Variables view stays empty.
-          if (!v.sourceAvailable && i > 0) frame.presentationHint = 'subtle';
-          frame.instructionPointerReference = hex(v.pc);
-          if (v.module) frame.moduleId = v.module;
-          frames.push(frame);
-        });
-        if (stack.note) {
-          const end = new StackFrame(this.frames.create(f.seq), `(stack may be incomplete: ${stack.note})`) as DebugProtocol.StackFrame;
-          end.presentationHint = 'label';
-          frames.push(end);
-        }
+        frames.push(...dapFrames(stack, () => this.frames.create(f.seq), report));
       } else if (regs) {
         const loc = this.symbolizer.locate(this.smaps(), regs.pc);
         const frame = loc.sourceAvailable
