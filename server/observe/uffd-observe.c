@@ -38,34 +38,7 @@
 
 #include "wire.h"
 
-/* Newer than the installed 6.1 uapi headers (values from the kernel's uapi). */
-#ifndef _UFFDIO_MOVE
-#define _UFFDIO_MOVE		(0x05)
-#endif
-#ifndef _UFFDIO_POISON
-#define _UFFDIO_POISON		(0x08)
-#endif
-#ifndef UFFDIO_MOVE
-struct uffdio_move {
-	__u64 dst;
-	__u64 src;
-	__u64 len;
-	__u64 mode;
-	__s64 move;
-};
-#define UFFDIO_MOVE	_IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
-#endif
-#ifndef UFFDIO_POISON
-struct uffdio_poison {
-	struct uffdio_range range;
-	__u64 mode;
-	__s64 updated;
-};
-#define UFFDIO_POISON	_IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW	_IO(0xAA, 0x00)
-#endif
+#include "../native/uffd-uapi.h"
 
 #define MAXFD		65536	/* descriptors above are not tracked (docs/protocol.md) */
 #define MAX_STOPPED	64
