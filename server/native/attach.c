@@ -798,42 +798,9 @@ int attach_episode(int (*fn)(pid_t pid, pid_t tid, void *arg, char *msg, size_t 
 	return 0;
 }
 
-int attach_range_evictable(uint64_t s, uint64_t e, char *why, size_t len)
+int attach_tracks(uint64_t s, uint64_t e)
 {
-	struct vma *v = NULL;
-	size_t nv = 0, i;
-	uint64_t a = s;
-
-	if (!rset_covers(&at.reg, s, e)) {
-		snprintf(why, len, "not all of it is tracked (registered) by this helper: track "
-			 "it first");
-		return -1;
-	}
-	if (read_maps(at.pid, &v, &nv)) {
-		snprintf(why, len, "cannot read /proc/%d/maps: %s", at.pid, strerror(errno));
-		return -1;
-	}
-	for (i = 0; i < nv && a < e; i++) {
-		if (v[i].e <= a || v[i].s >= e)
-			continue;
-		if (v[i].s > a)
-			break;
-		if (!anon_private(&v[i])) {
-			snprintf(why, len, "0x%llx-0x%llx (%s) is not private anonymous memory; only "
-				 "that can be evicted (its content would otherwise come back from the "
-				 "file or the shared page cache)", (unsigned long long)v[i].s,
-				 (unsigned long long)v[i].e, v[i].name[0] ? v[i].name : "anonymous");
-			free(v);
-			return -1;
-		}
-		a = v[i].e;
-	}
-	free(v);
-	if (a < e) {
-		snprintf(why, len, "0x%llx is not mapped", (unsigned long long)a);
-		return -1;
-	}
-	return 0;
+	return rset_covers(&at.reg, s, e);
 }
 
 /* ---- registration ---------------------------------------------------------------------- */

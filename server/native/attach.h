@@ -36,8 +36,8 @@ void attach_release(void);
 int attach_episode(int (*fn)(pid_t pid, pid_t tid, void *arg, char *msg, size_t len),
 		   void (*at_exit)(void *arg), void *arg, pid_t *child, int *sk, char *why,
 		   size_t why_len);
-/* 0 if [s, e) is registered and private anonymous; else -1 with the reason in why. */
-int attach_range_evictable(uint64_t s, uint64_t e, char *why, size_t len);
+/* 1 if all of [s, e) is registered through this helper. */
+int attach_tracks(uint64_t s, uint64_t e);
 
 enum { ATTACH_PFD_NR = 2 };
 /* Adds the exit pidfd and the rescan timer to pfd at *n; idx gets the slots or -1. */

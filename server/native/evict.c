@@ -542,9 +542,12 @@ static void evict_or_zap(int64_t id, const struct jval *req, int zap)
 			 EVICT_MAX / 256);
 		return;
 	}
-	if (zap ? range_ok(s, e, 1, why, sizeof(why)) :
-	    attach_active() ? attach_range_evictable(s, e, why, sizeof(why)) :
-	    range_ok(s, e, 0, why, sizeof(why))) {
+	if (!zap && attach_active() && !attach_tracks(s, e)) {
+		resp_err(id, "EINVAL", "cannot evict 0x%" PRIx64 "-0x%" PRIx64 ": not all of it is "
+			 "tracked (registered) by this helper: track it first", s, e);
+		return;
+	}
+	if (range_ok(s, e, zap, why, sizeof(why))) {
 		resp_err(id, "EINVAL", "cannot %s 0x%" PRIx64 "-0x%" PRIx64 ": %s", cmd, s, e,
 			 why);
 		return;
