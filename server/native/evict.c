@@ -720,6 +720,24 @@ void evict_forget(int fd, uint64_t page)
 		pr_perror("evict: freeing the saved copy of %#" PRIx64, page);
 }
 
+void evict_forget_range(int fd, uint64_t start, uint64_t end)
+{
+	uint32_t i;
+
+	if (!ev.count || fd != sess.uffd)
+		return;
+	if ((end - start) / PAGE_SZ <= ev.count) {
+		for (; start < end; start += PAGE_SZ)
+			evict_forget(fd, start);
+		return;
+	}
+	/* a range larger than what is saved (a big munmap): look through the saved pages */
+	for (i = 0; i < EVICT_MAX && ev.count; i++)
+		if (slots()[i].state == SLOT_SAVED && slots()[i].addr >= start &&
+		    slots()[i].addr < end)
+			evict_forget(fd, slots()[i].addr);
+}
+
 uint64_t evict_count(void)
 {
 	return ev.count;

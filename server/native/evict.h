@@ -21,6 +21,8 @@ int evict_claims_remove(uint64_t start, uint64_t end);
 const void *evict_saved(int fd, uint64_t page);
 /* The page is back (or replaced by the user's choice): drop its saved copy. */
 void evict_forget(int fd, uint64_t page);
+/* The same for every page of [start, end) (munmap, mremap, madvise by the program, fill). */
+void evict_forget_range(int fd, uint64_t start, uint64_t end);
 uint64_t evict_count(void);
 /* Detach (restore 1: put every saved page back first) or exit: the guardian leaves. */
 void evict_end(int restore);

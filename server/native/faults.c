@@ -900,8 +900,8 @@ static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
 			attach_range_moved(start, end, m->arg.remap.to);
 		}
 		/* saved copies of evicted pages there: the pages moved or went */
-		for (uint64_t p = start; evict_count() && !source && p < end; p += PAGE_SZ)
-			evict_forget(fd, p);
+		if (!source)
+			evict_forget_range(fd, start, end);
 		return;
 	case UFFD_EVENT_REMOVE:
 	case UFFD_EVENT_UNMAP:
@@ -911,8 +911,8 @@ static void nc_event(const struct uffd_msg *m, uint64_t t, int fd, pid_t source)
 		if (m->event == UFFD_EVENT_REMOVE && !source && evict_claims_remove(start, end))
 			return;
 		/* the program dropped evicted pages itself: their saved copies are void */
-		for (uint64_t p = start; evict_count() && !source && p < end; p += PAGE_SZ)
-			evict_forget(fd, p);
+		if (!source)
+			evict_forget_range(fd, start, end);
 		nc_begin(m->event == UFFD_EVENT_UNMAP ? "unmap" : "remove", t);
 		jb_puts(&out, ",\"start\":");
 		jb_hex(&out, start);
@@ -1647,8 +1647,7 @@ void faults_cmd_fill(int64_t id, const struct jval *req)
 			 "%s (%s)", addr, (uint64_t)pages, mem_errno_text(err), strerror(err));
 		return;
 	}
-	for (p = addr; p < addr + len; p += PAGE_SZ)
-		evict_forget(sess.uffd, p);	/* replaced by the user's bytes */
+	evict_forget_range(sess.uffd, addr, addr + len);	/* replaced by the user's bytes */
 	/* Wire format: {"addr":"0x..","pages":N} */
 	resp_ok_begin(id);
 	jb_printf(&out, "{\"addr\":\"0x%" PRIx64 "\",\"pages\":%" PRId64 "}", addr, pages);
