@@ -508,6 +508,22 @@ fail:
 	return -1;
 }
 
+/*
+ * The thread to run injected system calls: one stopped by the interrupt itself (no signal
+ * to deliver), the leader if it can. nt: none can.
+ */
+static size_t pick_thread(const struct thr *tv, size_t nt, pid_t leader)
+{
+	size_t i;
+
+	for (i = 0; i < nt; i++)
+		if (tv[i].tid == leader && !tv[i].gone && !tv[i].sig)
+			return i;
+	for (i = 0; i < nt && (tv[i].gone || tv[i].sig); i++)
+		;
+	return i;
+}
+
 /* ---- the setup keeper ------------------------------------------------------------------ */
 
 /*
@@ -565,12 +581,7 @@ static __attribute__((noreturn)) void keeper_main(int sk, pid_t pid, uint64_t fe
 	prctl(PR_SET_NAME, "uffd-keeper", 0, 0, 0);
 	if (seize_all(pid, &tv, &nt, &e))
 		goto fail;
-	for (pick = 0; pick < nt; pick++)
-		if (tv[pick].tid == pid && !tv[pick].gone && !tv[pick].sig)
-			break;
-	if (pick == nt)
-		for (pick = 0; pick < nt && (tv[pick].gone || tv[pick].sig); pick++)
-			;
+	pick = pick_thread(tv, nt, pid);
 	if (pick == nt) {
 		release_all(tv, nt);
 		e.err = EAGAIN;
@@ -767,8 +778,7 @@ int attach_episode(int (*fn)(pid_t pid, pid_t tid, void *arg, char *msg, size_t 
 			r = -(e.err ? e.err : EIO);
 			snprintf(buf + sizeof(int), sizeof(buf) - sizeof(int), "%s", e.msg);
 		} else {
-			for (pick = 0; pick < nt && (tv[pick].gone || tv[pick].sig); pick++)
-				;
+			pick = pick_thread(tv, nt, at.pid);
 			if (pick == nt) {
 				r = -EAGAIN;
 				snprintf(buf + sizeof(int), sizeof(buf) - sizeof(int), "no thread of "
@@ -1201,6 +1211,17 @@ out:
 	free(tids);
 }
 
+/* Wire format: {"regions":[Region...]}, the list already written as JSON in regions */
+static void regions_response(int64_t id, const struct jbuf *regions)
+{
+	resp_ok_begin(id);
+	jb_puts(&out, "{\"regions\":[");
+	if (regions->len)
+		jb_write(&out, regions->p, regions->len);
+	jb_puts(&out, "]}");
+	resp_ok_end();
+}
+
 static int require_attached(int64_t id, const char *cmd)
 {
 	if (at.active)
@@ -1254,13 +1275,7 @@ void attach_cmd_track(int64_t id, const struct jval *req)
 		}
 		resp_err(id, errno_name(e.err), "%s", e.msg);
 	} else {
-		/* Wire format: {"regions":[Region...]}: the ranges registered by this request */
-		resp_ok_begin(id);
-		jb_puts(&out, "{\"regions\":[");
-		if (regions.len)
-			jb_write(&out, regions.p, regions.len);
-		jb_puts(&out, "]}");
-		resp_ok_end();
+		regions_response(id, &regions);	/* the ranges registered by this request */
 	}
 	free(sr.added.r);
 	free(sel.ranges);
@@ -1293,13 +1308,7 @@ void attach_cmd_untrack(int64_t id, const struct jval *req)
 	unregister_set(&gone);
 	for (i = 0; i < gone.n; i++)
 		region_list_json(&regions, gone.r[i].s, gone.r[i].e, "untrack", NULL);
-	/* Wire format: {"regions":[Region...]}: the ranges no longer registered */
-	resp_ok_begin(id);
-	jb_puts(&out, "{\"regions\":[");
-	if (regions.len)
-		jb_write(&out, regions.p, regions.len);
-	jb_puts(&out, "]}");
-	resp_ok_end();
+	regions_response(id, &regions);	/* the ranges no longer registered */
 	free(gone.r);
 	free(sel.ranges);
 	free(regions.p);
