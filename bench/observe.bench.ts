@@ -1,25 +1,44 @@
-// Observe mode's cost on a handler, in one run (compare the ratio, never absolute times: this
-// is a VM): demo/bin/postcopy's workload time (a) plain, (b) with libuffd-observe.so preloaded
-// and the channel only drained (the library's own cost), (c) observed by ObserveSession, every
-// record decoded and analysed (the whole pipeline; Node competes for the same 2 vCPUs), run
-// in turn, median of --runs runs each. Also prints Node's CPU time per record in (c).
+// Observe mode's cost on a handler: demo/bin/postcopy's workload time (a) plain, (b) with
+// libuffd-observe.so preloaded and the channel only drained (the library's own cost), (c)
+// observed by ObserveSession, every record decoded and analysed (the whole pipeline; Node
+// competes for the same 2 vCPUs). Compare ratios, never absolute times: this is a shared VM.
+//
+// One run of a, b or c varies by ±20 % on its own (five threads on two vCPUs, and other
+// engineers' builds), far more than the margin of the target. So: a warm-up round is thrown
+// away, then each round runs a, b and c back to back in a rotated order (abc, bca, cab: no
+// variant always runs first or after the same one), and the figures are the per-round ratios
+// b/a and c/a (a slow spell hits all three alike): their median, quartiles and extremes, and
+// a 95 % confidence interval of the median (distribution-free: order statistics of the rounds).
+// The target (issue 6: overhead <= 1.15) is shown when that interval's upper end is <= 1.15;
+// a median below with the interval across 1.15 is not shown (more rounds, a quieter machine).
+// The interval takes rounds as independent: load that changes during the run (the load
+// averages printed before and after) moves whole runs, so compare a few runs, not one.
 // Two shapes: with background pushes (a COPY per page, few faults) and without (every page a
 // fault: read + request + COPY).
-//   node --import tsx bench/observe.bench.ts [--pages N] [--runs R]
-import { spawn, spawnSync } from 'node:child_process';
+//   node --import tsx bench/observe.bench.ts [--pages N] [--rounds R] [--shape push|fault|both]
+//     [--library PATH]   (another build of libuffd-observe.so, to compare two)
+import { spawn } from 'node:child_process';
+import { loadavg } from 'node:os';
 import type { Readable } from 'node:stream';
 import * as path from 'node:path';
 import { ObserveSession } from '../server/core/observe';
 
 const root = path.resolve(__dirname, '..');
 const POSTCOPY = path.join(root, 'demo', 'bin', 'postcopy');
+const TARGET = 1.15;
 
-function arg(name: string, dflt: number): number {
+function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
 }
-const pages = arg('--pages', 16384);
-const runs = arg('--runs', 5);
+const LIB = path.resolve(arg('--library', path.join(root, 'server', 'observe', 'bin', 'libuffd-observe.so')));
+const pages = Number(arg('--pages', '16384'));
+const rounds = Number(arg('--rounds', '15'));
+const which = arg('--shape', 'both');
+if (!(pages >= 256 && rounds >= 3 && ['push', 'fault', 'both'].includes(which))) {
+  console.error('usage: bench/observe.bench.ts [--pages N>=256] [--rounds R>=3] [--shape push|fault|both]');
+  process.exit(2);
+}
 
 function workloadMs(stderr: string): number {
   const m = /workload ran ([\d.]+) ms/.exec(stderr);
@@ -27,74 +46,134 @@ function workloadMs(stderr: string): number {
   return Number(m[1]);
 }
 
-function plain(args: string[]): number {
-  const r = spawnSync(POSTCOPY, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`postcopy failed: ${r.stderr}`);
-  return workloadMs(r.stderr);
+interface Run { ms: number; records?: number; cpuUs?: number }
+
+// (a) and (b) are started alike (Node spawns, reads stderr and an fd 3 pipe, nobody writes to
+// it in (a)): only the library differs. spawnSync for (a) ran systematically slower than (b) on
+// long workloads, a difference of launching, not of observing.
+function plain(args: string[]): Promise<Run> {
+  return drained(args, false);
 }
 
-const LIB = path.join(root, 'server', 'observe', 'bin', 'libuffd-observe.so');
-
-async function drained(args: string[]): Promise<{ ms: number; bytes: number }> {
-  const p = spawn(POSTCOPY, args, { env: { ...process.env, LD_PRELOAD: LIB, UFFD_OBSERVE_FD: '3' },
-    stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+async function drained(args: string[], library = true): Promise<Run> {
+  const cpu0 = process.cpuUsage();
+  const env = library ? { ...process.env, LD_PRELOAD: LIB, UFFD_OBSERVE_FD: '3' } : process.env;
+  const p = spawn(POSTCOPY, args, { env, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  let bytes = 0;
   p.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  (p.stdio[3] as Readable).on('data', (b: Buffer) => { bytes += b.length; });
+  (p.stdio[3] as Readable).resume();
   const code = await new Promise<number | null>((r) => p.on('close', r));
-  if (code !== 0) throw new Error(`postcopy failed with the library: ${stderr}`);
-  return { ms: workloadMs(stderr), bytes };
+  if (code !== 0) throw new Error(`postcopy failed${library ? ' with the library' : ''}: ${stderr}`);
+  const cpu = process.cpuUsage(cpu0);
+  return { ms: workloadMs(stderr), cpuUs: cpu.user + cpu.system };
 }
 
-async function observed(args: string[]): Promise<{ ms: number; records: number; cpuUs: number }> {
+async function observed(args: string[]): Promise<Run> {
   const s = new ObserveSession();
   let stderr = '';
-  let records = 0;
+  let events = 0;
   s.on('output', (k, d) => { if (k === 'stderr') stderr += d; });
-  s.on('record', () => { records++; });
+  // As the debugger does: a listener takes every event.
+  s.on('event', () => { events++; });
   const cpu0 = process.cpuUsage();
-  await s.start({ program: POSTCOPY, args, stuckAfterMs: 0 });
+  await s.start({ program: POSTCOPY, args, stuckAfterMs: 0, library: LIB });
   const r = await s.wait();
   const cpu = process.cpuUsage(cpu0);
   if (r.code !== 0) throw new Error(`postcopy failed under observation: ${stderr}`);
-  return { ms: workloadMs(stderr), records, cpuUs: cpu.user + cpu.system };
+  if (events === 0) throw new Error('no event from the analyzer');
+  return { ms: workloadMs(stderr), records: s.records, cpuUs: cpu.user + cpu.system };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const i = (s.length - 1) * q;
+  const lo = Math.floor(i);
+  return s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (i - lo);
+}
+const f3 = (x: number) => x.toFixed(3);
 
-async function shape(name: string, args: string[]): Promise<{ lib: number; all: number }> {
-  const a: number[] = [];
-  const b: number[] = [];
-  const c: number[] = [];
-  let records = 0;
-  let cpuUs = 0;
-  let bytes = 0;
-  for (let i = 0; i < runs; i++) {
-    a.push(plain(args));
-    const d = await drained(args);
-    b.push(d.ms);
-    bytes = d.bytes;
-    const o = await observed(args);
-    c.push(o.ms);
-    records = o.records;
-    cpuUs = o.cpuUs;
+/**
+ * A confidence interval (>= 95 %) of the median of xs from its order statistics: the largest k
+ * with P(Binomial(n, 1/2) < k) <= 2.5 %, then [x(k), x(n+1-k)] (1-based, sorted).
+ */
+function medianCi(xs: number[]): [number, number] {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  let k = 0;
+  let below = 0; // P(B < k + 1)
+  let term = 0.5 ** n; // P(B = 0)
+  for (let j = 0; j < n; j++) {
+    below += term;
+    if (below > 0.025) break;
+    k = j + 1;
+    term = (term * (n - j)) / (j + 1);
   }
-  const [ma, mb, mc] = [median(a), median(b), median(c)];
-  console.log(`  ${name}: ${records} records, ${(bytes / 1024).toFixed(0)} KiB; Node ${(cpuUs / records).toFixed(1)} µs CPU per record`);
-  console.log(`    (a) plain ${ma.toFixed(1).padStart(8)} ms   (b) library, channel drained ${mb.toFixed(1).padStart(8)} ms` +
-    `   (c) observed ${mc.toFixed(1).padStart(8)} ms`);
-  console.log(`    ratio (b)/(a) ${(mb / ma).toFixed(3)}   (c)/(a) ${(mc / ma).toFixed(3)}`);
-  return { lib: mb / ma, all: mc / ma };
+  return k >= 1 ? [s[k - 1], s[n - k]] : [s[0], s[n - 1]];
+}
+const spread = (xs: number[]) => {
+  const [lo, hi] = medianCi(xs);
+  return `median ${f3(quantile(xs, 0.5))} (95 % CI ${f3(lo)}–${f3(hi)})  IQR ${f3(quantile(xs, 0.25))}–${f3(quantile(xs, 0.75))}  ` +
+    `min–max ${f3(Math.min(...xs))}–${f3(Math.max(...xs))}`;
+};
+
+const VARIANTS = [plain, drained, observed];
+
+async function shape(name: string, args: string[]): Promise<{ lib: number[]; all: number[] }> {
+  const ms: number[][] = [[], [], []];
+  const lib: number[] = [];
+  const all: number[] = [];
+  const perRecord: number[] = [];
+  const analysis: number[] = [];
+  let records = 0;
+  for (let round = -1; round < rounds; round++) {
+    const got: Run[] = [];
+    for (let k = 0; k < 3; k++) {
+      const v = (k + Math.max(0, round)) % 3;
+      got[v] = await VARIANTS[v](args);
+    }
+    if (round < 0) continue; // warm-up: page cache, JIT, the first spawn
+    got.forEach((g, v) => ms[v].push(g.ms));
+    lib.push(got[1].ms / got[0].ms);
+    all.push(got[2].ms / got[0].ms);
+    records = got[2].records!;
+    perRecord.push(got[2].cpuUs! / records);
+    analysis.push((got[2].cpuUs! - got[1].cpuUs!) / records);
+  }
+  const med = ms.map((x) => quantile(x, 0.5).toFixed(1).padStart(7));
+  // Spawning from Node costs it CPU (fork, then a write-protect fault per heap page it touches
+  // until the child has exec'd), and draining the channel costs reads: (b) pays both too, so
+  // (c) - (b) is what decoding and analysis cost.
+  console.log(`  ${name}: ${records} records; Node CPU per record: median ${quantile(perRecord, 0.5).toFixed(2)} µs in all, ` +
+    `${quantile(analysis, 0.5).toFixed(2)} µs beyond draining (c - b)`);
+  console.log(`    median ms  (a) plain ${med[0]}   (b) library, channel drained ${med[1]}   (c) observed ${med[2]}`);
+  console.log(`    (b)/(a) paired: ${spread(lib)}`);
+  console.log(`    (c)/(a) paired: ${spread(all)}`);
+  return { lib, all };
 }
 
 async function main(): Promise<void> {
-  console.log(`observe overhead on demo/bin/postcopy, median of ${runs} runs each, in turn (target ratio <= 1.15)`);
-  const fewPages = Math.max(256, Math.floor(pages / 4));
-  const r1 = await shape(`push, ${pages} pages`, ['--pages', String(pages), '--threads', '2', '--latency-us', '0']);
-  const r2 = await shape(`no push, ${fewPages} pages (all faults)`,
-    ['--pages', String(fewPages), '--threads', '2', '--latency-us', '0', '--no-push']);
-  console.log(`  worst ratio: library ${Math.max(r1.lib, r2.lib).toFixed(3)}, whole pipeline ${Math.max(r1.all, r2.all).toFixed(3)}`);
+  const load0 = loadavg();
+  console.log(`observe overhead on demo/bin/postcopy: ${rounds} rounds (+1 warm-up), a/b/c back to back in rotated order, ` +
+    `ratios paired per round; target (c)/(a) <= ${TARGET}`);
+  console.log(`  library ${path.relative(root, LIB) || LIB}; load average before: ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  const out: { name: string; all: number[] }[] = [];
+  if (which !== 'fault') {
+    const r = await shape(`push, ${pages} pages`, ['--pages', String(pages), '--threads', '2', '--latency-us', '0']);
+    out.push({ name: 'push', all: r.all });
+  }
+  if (which !== 'push') {
+    const few = Math.max(256, Math.floor(pages / 4));
+    const r = await shape(`no push, ${few} pages (every page a fault)`,
+      ['--pages', String(few), '--threads', '2', '--latency-us', '0', '--no-push']);
+    out.push({ name: 'fault', all: r.all });
+  }
+  console.log(`  load average after: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  for (const o of out) {
+    const med = quantile(o.all, 0.5);
+    const [, hi] = medianCi(o.all);
+    const verdict = hi <= TARGET ? 'shown' : med <= TARGET ? 'not shown (median below, confidence interval across it)' : 'NOT met';
+    console.log(`  target (c)/(a) <= ${TARGET}, ${o.name}: median ${f3(med)}, 95 % CI upper end ${f3(hi)}: ${verdict}`);
+  }
 }
 
 main().catch((e) => {

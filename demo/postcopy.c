@@ -13,12 +13,14 @@
  * for a fault (requested) and ahead of any fault (pushed).
  *
  *   postcopy [--pages N] [--threads T] [--latency-us L] [--bandwidth-mbps B] [--no-push]
- *            [--scm] [--uffd-dev] [--watchdog SEC]
+ *            [--scm | --fork-handler] [--uffd-dev] [--watchdog SEC]
  *            [--forget K] [--twice K] [--wrong K] [--die-after N]
  *
  *   --scm        the workload process creates and registers the userfaultfd and hands it to a
  *                separate handler process over a Unix socket (SCM_RIGHTS), as Firecracker and
  *                QEMU do; the handler never had it before.
+ *   --fork-handler  the handler is a child forked after the userfaultfd is made and registered:
+ *                it inherits the descriptor, the workload process closes its own copy.
  *   --uffd-dev   create it with /dev/userfaultfd + USERFAULTFD_IOC_NEW, not userfaultfd(2).
  *   --watchdog   give up after SEC seconds: print the faults still unresolved, exit 3.
  * Misbehaviour on purpose (workshops):
@@ -73,6 +75,7 @@ struct opts {
 	long bandwidth_mbps;
 	int push;
 	int scm;
+	int fork_handler;
 	int dev;
 	long watchdog;
 	long forget, twice, wrong, die_after;
@@ -605,7 +608,7 @@ static void *watchdog(void *unused)
 				(void *)(region + (size_t)i * PAGE));
 	}
 	pthread_mutex_unlock(&H.mu);
-	if (!o.scm)
+	if (!o.scm && !o.fork_handler)
 		print_handler_summary();
 	_exit(3);
 	return NULL;
@@ -645,6 +648,8 @@ static void parse(int argc, char **argv)
 			o.push = 0;
 		else if (!strcmp(a, "--scm"))
 			o.scm = 1;
+		else if (!strcmp(a, "--fork-handler"))
+			o.fork_handler = 1;
 		else if (!strcmp(a, "--uffd-dev"))
 			o.dev = 1;
 		else if (!strcmp(a, "--watchdog"))
@@ -661,6 +666,10 @@ static void parse(int argc, char **argv)
 			fprintf(stderr, "postcopy: unknown option '%s' (see the comment at the top of demo/postcopy.c)\n", a);
 			exit(2);
 		}
+	}
+	if (o.scm && o.fork_handler) {
+		fprintf(stderr, "postcopy: --scm and --fork-handler are two ways to run the handler apart: pick one\n");
+		exit(2);
 	}
 	if (o.pages < 1 || o.threads < 1 || o.threads > MAX_THREADS) {
 		fprintf(stderr, "postcopy: need --pages >= 1 and 1 <= --threads <= %d\n", MAX_THREADS);
@@ -690,6 +699,27 @@ static void scm_handler_main(int ctl, int sock)
 	handler_loop();
 	print_handler_summary();
 	exit(0);
+}
+
+/* --fork-handler: the handler process already holds the userfaultfd (inherited over fork). */
+static pid_t fork_handler(int uffd, int sock, int ctl[2])
+{
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
+		die("socketpair");
+	pid = fork_child();
+	if (pid == 0) {
+		close(ctl[0]);
+		handler_init(uffd, sock, ctl[1], region);
+		handler_loop();
+		print_handler_summary();
+		exit(0);
+	}
+	close(ctl[1]);
+	close(sock);
+	close(uffd);
+	return pid;
 }
 
 int main(int argc, char **argv)
@@ -727,8 +757,10 @@ int main(int argc, char **argv)
 	uffd = make_uffd();
 	register_region(uffd);
 	printf("postcopy: region %p pages %ld threads %d%s\n", (void *)region, o.pages, o.threads,
-	       o.scm ? " scm" : "");
-	if (o.scm) {
+	       o.scm ? " scm" : o.fork_handler ? " fork-handler" : "");
+	if (o.fork_handler) {
+		handler = fork_handler(uffd, src[0], ctl);
+	} else if (o.scm) {
 		if (send_fd(ctl[0], uffd) < 0)
 			die("send the userfaultfd");
 		close(uffd);
@@ -754,7 +786,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "postcopy: workload ran %.3f ms (%.0f pages/s)\n", (double)run_ns / 1e6,
 		(double)o.pages * 1e9 / (double)run_ns);
 	rc = check_all();
-	if (o.scm) {
+	if (o.scm || o.fork_handler) {
 		shutdown(ctl[0], SHUT_WR);
 		if (waitpid(handler, &status, 0) == handler && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 			fprintf(stderr, "postcopy: handler ended with status 0x%x\n", status);

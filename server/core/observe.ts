@@ -6,12 +6,15 @@
 // Knows nothing of DAP or VS Code.
 import { spawn, ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, Server, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { FaultEvent, Hex, ResolvedEvent } from '../protocol/messages';
 import {
-  encodeControl, encodeResolve, ObsCmd, ObsIoctl, ObsRead, ObsRecord, ObsResolve, RecordDecoder, ResolveHowCode, ResolveOp,
+  CTL_HELLO, encodeControl, encodeResolve, HEADER_SIZE, hexOf, newIoctlRecord, ObsCmd, ObsIoctl, ObsRead, ObsRecord, ObsResolve,
+  readIoctlInto, RecordDecoder, ResolveHowCode, ResolveOp,
   STOP_IOCTL_ERROR, STOP_MINOR, STOP_MISSING, STOP_WP, UffdHow,
 } from '../protocol/observe';
 
@@ -86,6 +89,59 @@ export interface ObserveSummary {
 
 interface Fault { ev: ObservedFault; space: Space; page: number }
 
+const CHUNK_PAGES = 32768;
+
+/**
+ * Page addresses, one byte per page in chunks of 2^15 pages (128 MiB of address space): adding
+ * and testing allocate nothing, where a Set boxes every address above 2^31 (most of the
+ * analyzer's time per UFFDIO_COPY went there).
+ */
+class PageSet {
+  private chunks = new Map<number, Uint8Array>();
+  private lastKey = -1;
+  private last: Uint8Array | undefined;
+
+  private chunk(key: number, make: boolean): Uint8Array | undefined {
+    if (key === this.lastKey) return this.last;
+    let c = this.chunks.get(key);
+    if (!c && make) this.chunks.set(key, (c = new Uint8Array(CHUNK_PAGES)));
+    if (c) { this.lastKey = key; this.last = c; }
+    return c;
+  }
+
+  has(page: number): boolean {
+    const n = page / PAGE;
+    const key = Math.floor(n / CHUNK_PAGES);
+    const c = this.chunk(key, false);
+    return c !== undefined && c[n - key * CHUNK_PAGES] === 1;
+  }
+
+  add(page: number): void {
+    const n = page / PAGE;
+    const key = Math.floor(n / CHUNK_PAGES);
+    this.chunk(key, true)![n - key * CHUNK_PAGES] = 1;
+  }
+
+  /** Removes the pages in [start, end) and returns them. */
+  takeRange(start: number, end: number): number[] {
+    const out: number[] = [];
+    const first = Math.ceil(start / PAGE);
+    const stop = Math.ceil(end / PAGE);
+    for (const [key, c] of this.chunks) {
+      const base = key * CHUNK_PAGES;
+      const lo = Math.max(first, base) - base;
+      const hi = Math.min(stop, base + CHUNK_PAGES) - base;
+      for (let i = lo; i < hi; i++) {
+        if (c[i]) {
+          c[i] = 0;
+          out.push((base + i) * PAGE);
+        }
+      }
+    }
+    return out;
+  }
+}
+
 interface Space {
   id: string;
   pid: number;
@@ -93,19 +149,26 @@ interface Space {
   features: Hex | null;
   ranges: { start: number; len: number; mode: number }[];
   pending: Map<number, Fault[]>;
-  placed: Set<number>;
+  placed: PageSet;
   eagain: Set<string>;
 }
 
 const key = (pid: number, id: number) => `${pid}:${id}`;
-const hex = (v: number): Hex => '0x' + v.toString(16);
+
+function inRanges(ranges: Space['ranges'], addr: number): boolean {
+  for (const x of ranges) if (addr >= x.start && addr < x.start + x.len) return true;
+  return false;
+}
+const hex = hexOf;
 
 /** Turns records into events and a summary. Pure: feed it records in channel order. */
 export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   private spaces = new Map<string, Space>();
   private sends: Space[] = [];
   private faults = new Map<number, Fault>();
-  private resolvedFaults: { tid: number; latencyNs: number }[] = [];
+  /** Per resolved fault, in parallel (no object per fault): the faulting thread and its latency. */
+  private resolvedTids: number[] = [];
+  private resolvedLat: number[] = [];
   private nextSeq = 1;
   private pids = new Set<number>();
   private counts = { reads: 0, faults: 0, events: 0, requested: 0, pushed: 0, duplicates: 0, retries: 0, unregistered: 0, ioctlErrors: 0 };
@@ -115,6 +178,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   private stuckSent = new Set<number>();
   private allSpaces: Space[] = [];
   private byDebugger: ObserveSummary['byDebugger'] = [];
+  private lastSpace: { pid: number; uffd: number; key: string; space: Space } | null = null;
 
   feed(r: ObsRecord): void {
     this.pids.add(r.pid);
@@ -137,7 +201,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
         if (r.how === 'scm') s = this.sends.shift(); // the same open file, sent by an observed process
         if (!s) {
           s = { id: key(r.pid, r.uffd), pid: r.pid, how: r.how, features: null, ranges: [], pending: new Map(),
-            placed: new Set(), eagain: new Set() };
+            placed: new PageSet(), eagain: new Set() };
           this.allSpaces.push(s);
         }
         this.spaces.set(key(r.pid, r.uffd), s);
@@ -172,13 +236,13 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
         this.read(r);
         break;
       case 'ioctl':
-        this.ioctl(r);
+        this.ioctl(r, '', Number(r.start));
         break;
       case 'resolve':
         // The debugger's own ioctl on the handler's userfaultfd: it resolves faults like one of the handler's.
         if (r.op) {
           this.byDebugger.push({ op: r.op, start: r.start, len: r.len, errno: r.errno });
-          this.ioctl({ ...r, type: 'ioctl', op: r.op, mode: 0, src: '0x0', durNs: 0, stopped: false }, ' (debugger)');
+          this.ioctl({ ...r, type: 'ioctl', op: r.op, mode: 0, src: '0x0', durNs: 0, stopped: false }, ' (debugger)', Number(r.start));
         }
         break;
       case 'continued':
@@ -190,14 +254,19 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   }
 
   private space(pid: number, id: number): Space {
-    let s = this.spaces.get(key(pid, id));
+    // Records of one userfaultfd come in long runs: skip building the key string for each.
+    const c = this.lastSpace;
+    if (c && c.pid === pid && c.uffd === id && this.spaces.get(c.key) === c.space) return c.space;
+    const k = key(pid, id);
+    let s = this.spaces.get(k);
     if (!s) {
       // A userfaultfd the library did not see appear (e.g. a descriptor above its table).
-      s = { id: key(pid, id), pid, how: 'syscall', features: null, ranges: [], pending: new Map(), placed: new Set(),
+      s = { id: key(pid, id), pid, how: 'syscall', features: null, ranges: [], pending: new Map(), placed: new PageSet(),
         eagain: new Set() };
-      this.spaces.set(key(pid, id), s);
+      this.spaces.set(k, s);
       this.allSpaces.push(s);
     }
+    this.lastSpace = { pid, uffd: id, key: k, space: s };
     return s;
   }
 
@@ -226,7 +295,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       this.counts.faults++;
       const addr = Number(m.addr);
       const page = pageOf(addr);
-      const unregistered = s.ranges.length > 0 && !s.ranges.some((x) => addr >= x.start && addr < x.start + x.len);
+      const unregistered = s.ranges.length > 0 && !inRanges(s.ranges, addr);
       if (unregistered) this.counts.unregistered++;
       const ev: ObservedFault = {
         type: 'event', event: 'fault', seq: this.nextSeq++, t: r.t, addr: m.addr, page: hex(page), access: m.access,
@@ -244,7 +313,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
 
   /** Memory gone (munmap, MADV_DONTNEED): what was placed there faults again; waiters were woken. */
   private forget(s: Space, start: number, end: number, t: number): void {
-    for (const p of [...s.placed]) if (p >= start && p < end) s.placed.delete(p);
+    s.placed.takeRange(start, end);
     for (const [p, list] of [...s.pending]) {
       if (p < start || p >= end) continue;
       for (const f of list) this.resolve(f, t, 'UNMAPPED', f.ev.pid, f.ev.reader);
@@ -253,44 +322,49 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   }
 
   private remap(s: Space, from: number, to: number, len: number): void {
-    for (const p of [...s.placed]) {
-      if (p >= from && p < from + len) {
-        s.placed.delete(p);
-        s.placed.add(p - from + to);
-      }
-    }
+    for (const p of s.placed.takeRange(from, from + len)) s.placed.add(p - from + to);
   }
 
   private resolve(f: Fault, t: number, ioctl: string, pid: number, resolver: number): void {
     const latencyNs = Math.max(0, t - f.ev.t);
     this.faults.delete(f.ev.seq);
-    this.resolvedFaults.push({ tid: f.ev.tid, latencyNs });
+    this.resolvedTids.push(f.ev.tid);
+    this.resolvedLat.push(latencyNs);
     this.emit('event', { type: 'event', event: 'resolved', seq: f.ev.seq, t, page: f.ev.page, ioctl, latencyNs, pid,
       resolver, uffd: f.space.id, tid: f.ev.tid });
   }
 
   /** Wakes every fault pending on [start, end): the kernel woke their threads. */
-  private wake(s: Space, start: number, end: number, t: number, op: string, pid: number, tid: number): number {
-    let n = 0;
-    const one = (p: number, list: Fault[]) => {
-      for (const f of list) this.resolve(f, t, op, pid, tid);
-      s.pending.delete(p);
-      n += list.length;
-    };
-    if (s.pending.size === 0) return 0;
+  private wake(s: Space, start: number, end: number, t: number, op: string, pid: number, tid: number): void {
+    if (s.pending.size === 0) return;
     if ((end - start) / PAGE <= s.pending.size) {
       for (let p = start; p < end; p += PAGE) {
         const list = s.pending.get(p);
-        if (list) one(p, list);
+        if (!list) continue;
+        s.pending.delete(p);
+        for (const f of list) this.resolve(f, t, op, pid, tid);
       }
-    } else {
-      for (const [p, list] of [...s.pending]) if (p + PAGE > start && p < end) one(p, list);
+      return;
     }
-    return n;
+    // Deleting the entry being visited is safe in a Map iteration.
+    for (const [p, list] of s.pending) {
+      if (p + PAGE <= start || p >= end) continue;
+      s.pending.delete(p);
+      for (const f of list) this.resolve(f, t, op, pid, tid);
+    }
+  }
+
+  /**
+   * feed() of an ioctl record whose start address is already a number (ObserveSession reads
+   * these in place: `r` may be reused once this returns, nothing keeps it).
+   */
+  feedIoctl(r: ObsIoctl, startAddr: number): void {
+    this.pids.add(r.pid);
+    this.ioctl(r, '', startAddr);
   }
 
   /** `by`: ' (debugger)' for the debugger's own ioctl (not the handler's: not in its counts or problems). */
-  private ioctl(r: ObsIoctl, by = ''): void {
+  private ioctl(r: ObsIoctl, by: string, startAddr: number): void {
     const s = this.space(r.pid, r.uffd);
     if (!by) {
       const c = this.ioctls[r.op] ?? (this.ioctls[r.op] = { calls: 0, ok: 0, failed: 0 });
@@ -298,7 +372,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       if (r.result === 0) c.ok++; else c.failed++;
     }
     const end = r.t + r.durNs;
-    const start = pageOf(Number(r.start));
+    const start = pageOf(startAddr);
     const rkey = s.eagain.size ? `${r.op}:${r.start}` : '';
     if (rkey && s.eagain.has(rkey)) {
       s.eagain.delete(rkey);
@@ -338,7 +412,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       this.emit('event', { type: 'event', event: 'duplicate', t: r.t, pid: r.pid, uffd: s.id, op: r.op, page: hex(p),
         pages: Math.max(1, (r.len - doneBytes) / PAGE) });
     } else if (r.errno === 'EAGAIN') {
-      s.eagain.add(`${r.op}:${hex(Number(r.start) + doneBytes)}`);
+      s.eagain.add(`${r.op}:${hex(startAddr + doneBytes)}`);
     } else {
       this.counts.ioctlErrors++;
       this.emit('event', { type: 'event', event: 'ioctlError', t: r.t, pid: r.pid, tid: r.tid, uffd: s.id, op: r.op,
@@ -346,7 +420,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
     }
     if (r.stopped) {
       this.emit('event', { type: 'event', event: 'stopped', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.seq, faults: [],
-        ioctlError: { op: r.op, start: hex(Number(r.start) + doneBytes), len: r.len - doneBytes, errno: r.errno ?? 'E?' } });
+        ioctlError: { op: r.op, start: hex(startAddr + doneBytes), len: r.len - doneBytes, errno: r.errno ?? 'E?' } });
     }
   }
 
@@ -375,18 +449,20 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
     const per = new Map<number, { tid: number; faults: number; blockedNs: number }>();
     const hist = new Array<number>(HIST_BUCKETS).fill(0);
     let blocked = 0;
-    for (const f of this.resolvedFaults) {
-      blocked += f.latencyNs;
-      const t = per.get(f.tid) ?? { tid: f.tid, faults: 0, blockedNs: 0 };
+    for (let i = 0; i < this.resolvedLat.length; i++) {
+      const tid = this.resolvedTids[i];
+      const latencyNs = this.resolvedLat[i];
+      blocked += latencyNs;
+      const t = per.get(tid) ?? { tid, faults: 0, blockedNs: 0 };
       t.faults++;
-      t.blockedNs += f.latencyNs;
-      per.set(f.tid, t);
-      let us = Math.floor(f.latencyNs / 1000);
+      t.blockedNs += latencyNs;
+      per.set(tid, t);
+      let us = Math.floor(latencyNs / 1000);
       let b = 0;
       while (us > 1 && b < HIST_BUCKETS - 1) { us = Math.floor(us / 2); b++; }
       hist[b]++;
     }
-    const lat = this.resolvedFaults.map((f) => f.latencyNs).sort((a, b) => a - b);
+    const lat = Float64Array.from(this.resolvedLat).sort();
     const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
     return {
       processes: [...this.pids],
@@ -395,7 +471,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
       reads: this.counts.reads,
       faults: this.counts.faults,
       events: this.counts.events,
-      resolved: this.resolvedFaults.length,
+      resolved: this.resolvedLat.length,
       ioctls: this.ioctls,
       requested: this.counts.requested,
       pushed: this.counts.pushed,
@@ -470,6 +546,14 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
   private done: Promise<ObserveResult> | null = null;
   private resolving = new Map<number, { resolve: (r: ObsResolve) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextReq = 1;
+  /** Records decoded so far. */
+  records = 0;
+  /** Where processes other than the first connect for their own control channel (forked, exec'd, SCM_RIGHTS). */
+  private ctlServer: Server | null = null;
+  private ctlDir: string | null = null;
+  private conns = new Map<number, Socket>();
+  private controlClosed = false;
+  private mask = 0;
   pid = 0;
 
   constructor() {
@@ -489,7 +573,9 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
     env.LD_PRELOAD = env.LD_PRELOAD ? `${lib} ${env.LD_PRELOAD}` : lib;
     env.UFFD_OBSERVE_FD = '3';
     env.UFFD_OBSERVE_CTL = '4';
-    env.UFFD_OBSERVE_STOP = String(stopMask(o.stopOn));
+    this.mask = stopMask(o.stopOn);
+    env.UFFD_OBSERVE_STOP = String(this.mask);
+    env.UFFD_OBSERVE_CTL_PATH = await this.listenControl();
     const proc = spawn(o.program, o.args ?? [], { cwd: o.cwd, env, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'] });
     this.proc = proc;
     const chan = proc.stdio[3] as Readable;
@@ -497,19 +583,28 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
     this.ctl.on('error', () => { /* the program closed it or exited: nothing to stop any more */ });
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => this.emit('output', 'stdout', d));
     proc.stderr!.setEncoding('utf8').on('data', (d: string) => this.emit('output', 'stderr', d));
+    const onRecord = (r: ObsRecord) => {
+      this.records++;
+      if (this.listenerCount('record')) this.emit('record', r);
+      this.analyzer.feed(r);
+      if (r.type === 'resolve') this.settleResolve(r);
+    };
+    // UFFDIO_COPY and friends are most records: read in place into one object, unless someone
+    // keeps records ('record' listeners get their own).
+    const ioctl = newIoctlRecord();
+    const inPlace = (b: Buffer, at: number, len: number): boolean => {
+      if (b.readUInt16LE(at) !== 8 || len < HEADER_SIZE + 64 || this.listenerCount('record')) return false;
+      const start = readIoctlInto(b, at, ioctl, false);
+      this.records++;
+      this.analyzer.feedIoctl(ioctl, start);
+      return true;
+    };
     chan.on('data', (chunk: Buffer) => {
-      let recs: ObsRecord[];
       try {
-        recs = this.decoder.push(chunk);
+        this.decoder.each(chunk, onRecord, inPlace);
       } catch (e) {
         this.emit('error', e as Error);
         chan.destroy();
-        return;
-      }
-      for (const r of recs) {
-        this.emit('record', r);
-        this.analyzer.feed(r);
-        if (r.type === 'resolve') this.settleResolve(r);
       }
     });
     const stuckMs = o.stuckAfterMs ?? 1000;
@@ -527,6 +622,7 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
       clearTimeout(t);
       if (this.timer) clearInterval(this.timer);
       this.timer = null;
+      this.closeServer();
       for (const [req, p] of [...this.resolving]) this.failResolve(req, p, 'the program exited before the library answered');
       const now = Number(process.hrtime.bigint());
       if (stuckMs > 0) this.analyzer.checkStuck(now, 0);
@@ -537,6 +633,7 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
       proc.once('error', (e) => {
         if (this.timer) clearInterval(this.timer);
         this.timer = null;
+        this.closeServer();
         reject(new Error(`cannot start ${o.program}: ${e.message}` +
           ((e as NodeJS.ErrnoException).code === 'ENOENT' ? ' (check the path and that it is executable)' : '')));
       });
@@ -551,29 +648,91 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
     return this.done;
   }
 
-  /** Stop after reading faults of these kinds from now on (the first process only). */
-  setStop(stopOn: ObserveOptions['stopOn']): void {
-    this.ctl?.write(encodeControl(ObsCmd.StopMask, stopMask(stopOn)));
+  /**
+   * A private socket (0700 directory) for processes other than the first: each connects, says its
+   * pid, gets the stop mask, then that process's commands. Resolves with its path.
+   */
+  private async listenControl(): Promise<string> {
+    this.ctlDir = mkdtempSync(path.join(tmpdir(), 'uffd-observe-ctl-'));
+    const where = path.join(this.ctlDir, 'ctl');
+    const server = createServer((sock) => this.onControlConnection(sock));
+    this.ctlServer = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(where, () => { server.off('error', reject); resolve(); });
+    });
+    server.on('error', (e) => this.emit('error', new Error(`observe control socket ${where}: ${e.message}`)));
+    return where;
   }
 
-  /** Lets the thread stopped after the read record `readSeq` run on. */
-  continue(readSeq: number): void {
-    this.ctl?.write(encodeControl(ObsCmd.Continue, 0, readSeq));
+  private onControlConnection(sock: Socket): void {
+    if (this.controlClosed) { sock.destroy(); return; }
+    let hello = Buffer.alloc(0);
+    let pid = 0;
+    sock.on('error', () => { /* the process exited */ });
+    sock.on('close', () => { if (pid && this.conns.get(pid) === sock) this.conns.delete(pid); });
+    sock.on('data', (d: Buffer) => {
+      if (pid) return; // the library sends nothing after its hello
+      hello = Buffer.concat([hello, d]);
+      if (hello.length < 16) return;
+      if (hello.readUInt32LE(0) !== CTL_HELLO || hello.readUInt32LE(4) === 0) {
+        this.emit('error', new Error(`observe control socket: a connection did not say hello (command ${hello.readUInt32LE(0)})`));
+        sock.destroy();
+        return;
+      }
+      pid = hello.readUInt32LE(4);
+      this.conns.get(pid)?.destroy(); // the same pid after exec
+      this.conns.set(pid, sock);
+      sock.write(encodeControl(ObsCmd.StopMask, this.mask));
+    });
+  }
+
+  private closeServer(): void {
+    this.ctlServer?.close();
+    this.ctlServer = null;
+    for (const c of this.conns.values()) c.destroy();
+    this.conns.clear();
+    if (this.ctlDir) rmSync(this.ctlDir, { recursive: true, force: true });
+    this.ctlDir = null;
+  }
+
+  /** The control channel of process `pid`: its own connection, else (the first process) the inherited pipe. */
+  private control(pid: number): Writable | null {
+    const c = this.conns.get(pid);
+    if (c && c.writable) return c;
+    return pid === this.pid && this.ctl?.writable ? this.ctl : null;
+  }
+
+  private broadcast(b: Buffer): void {
+    if (this.ctl?.writable) this.ctl.write(b);
+    for (const c of this.conns.values()) if (c.writable) c.write(b);
+  }
+
+  /** Stop after reading faults of these kinds from now on (every process of the program). */
+  setStop(stopOn: ObserveOptions['stopOn']): void {
+    this.mask = stopMask(stopOn);
+    this.broadcast(encodeControl(ObsCmd.StopMask, this.mask));
+  }
+
+  /** Lets the thread of process `pid` stopped after its read (or ioctl) record `readSeq` run on. */
+  continue(readSeq: number, pid = this.pid): void {
+    this.control(pid)?.write(encodeControl(ObsCmd.Continue, 0, readSeq));
   }
 
   continueAll(): void {
-    this.ctl?.write(encodeControl(ObsCmd.ContinueAll));
+    this.broadcast(encodeControl(ObsCmd.ContinueAll));
   }
 
   /**
    * Has the library place (COPY of `pattern` bytes, ZEROPAGE) or wake `len` bytes at `addr` on
-   * the userfaultfd the thread stopped after read record `readSeq` read, on the debugger's behalf.
-   * Resolves with the library's answer (check `result` and `errno`); rejects when it cannot ask.
+   * the userfaultfd the thread stopped after read record `readSeq` of process `pid` read, on the
+   * debugger's behalf. Resolves with the library's answer (check `result` and `errno`); rejects
+   * when it cannot ask.
    */
-  resolve(readSeq: number, addr: bigint, len: number, how: ResolveHowCode, pattern = 0): Promise<ObsResolve> {
-    if (!this.ctl || !this.ctl.writable) return Promise.reject(new Error('the control channel to the program is closed'));
+  resolve(readSeq: number, addr: bigint, len: number, how: ResolveHowCode, pattern = 0, pid = this.pid): Promise<ObsResolve> {
+    const ctl = this.control(pid);
+    if (!ctl) return Promise.reject(new Error(`the control channel to process ${pid} is closed`));
     const req = this.nextReq++;
-    const ctl = this.ctl;
     return new Promise<ObsResolve>((resolve, reject) => {
       const timer = setTimeout(() => {
         const p = this.resolving.get(req);
@@ -598,10 +757,13 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
     p.reject(new Error(why));
   }
 
-  /** Closes the control channel: every stopped thread runs on and none stops again (disconnect). */
+  /** Closes the control channels: every stopped thread runs on and none stops again (disconnect). */
   closeControl(): void {
+    this.controlClosed = true;
     this.ctl?.destroy();
     this.ctl = null;
+    for (const c of this.conns.values()) c.destroy();
+    this.conns.clear();
   }
 
   /** Only on the user's request: ends the program. */

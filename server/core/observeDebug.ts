@@ -330,12 +330,12 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     }
   }
 
-  private nameAt(): (addr: bigint) => string | undefined {
+  private nameAt(pid = this.pid!): (addr: bigint) => string | undefined {
     let maps: ReturnType<typeof readMaps> | null = null;
     return (addr) => {
       if (!maps) {
         try {
-          maps = readMaps(this.pid!);
+          maps = readMaps(pid);
         } catch {
           maps = [];
         }
@@ -346,13 +346,13 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
   }
 
   private onLibraryStop(e: Extract<ObserveEvent, { event: 'stopped' }>): void {
-    const release = () => this.observe.continue(e.readSeq);
+    const release = () => this.observe.continue(e.readSeq, e.pid);
     if (e.ioctlError) {
       const f = this.extra.get('ioctlError');
       const x = e.ioctlError;
       const start = BigInt(x.start);
       const ok = f && !f.spent && (f.errnos.length ? f.errnos.includes(x.errno) : x.errno !== 'EAGAIN') &&
-        locationOk(f.condition, start, start + BigInt(Math.max(1, x.len)), this.nameAt()) && countHit(f);
+        locationOk(f.condition, start, start + BigInt(Math.max(1, x.len)), this.nameAt(e.pid)) && countHit(f);
       if (!ok) {
         release();
         return;
@@ -378,7 +378,7 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
         description: `Paused on data breakpoint: the handler read a page fault: ${describeObservedFault(first)} (watching ${r.join(', ')})` });
       return;
     } else {
-      const nameAt = this.nameAt();
+      const nameAt = this.nameAt(e.pid);
       for (const f of faults) {
         const a = this.faultFilters.matchFault(f, nameAt, true);
         if (a) {
@@ -424,7 +424,7 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
       this.waitShown.add(p.seq);
       if (f.condition.tids.length && !f.condition.tids.includes(p.tid)) continue;
       const addr = BigInt(p.addr);
-      if (!locationOk(f.condition, addr, addr + 1n, this.nameAt()) || !countHit(f)) continue;
+      if (!locationOk(f.condition, addr, addr + 1n, this.nameAt(p.pid)) || !countHit(f)) continue;
       const fault = this.observe.analyzer.faultBySeq(p.seq);
       if (!fault) continue;
       const waitedMs = Math.round(p.waitedNs / 1e6);
@@ -466,14 +466,14 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     const s = this.stops.get(tid);
     if (!s) throw new Error(`thread ${tid} is not stopped`);
     this.stops.delete(tid);
-    if (s.libSeq) this.observe.continue(s.libSeq);
+    if (s.libSeq) this.observe.continue(s.libSeq, s.pid);
     this.emit('continued', tid);
   }
 
   continueAll(): void {
     const had = [...this.stops.values()];
     this.stops.clear();
-    for (const s of had) if (s.libSeq) this.observe.continue(s.libSeq);
+    for (const s of had) if (s.libSeq) this.observe.continue(s.libSeq, s.pid);
   }
 
   /**
@@ -542,7 +542,7 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     const pattern = how === 'copy' ? opts.pattern ?? 0 : 0;
     if (!Number.isInteger(pattern) || pattern < 0 || pattern > 255) throw new Error(`'pattern' is ${opts.pattern}: give a byte, 0-255`);
     const code = how === 'zero' ? ResolveHowCode.ZeroPage : how === 'wake' ? ResolveHowCode.Wake : ResolveHowCode.Copy;
-    const r = await this.observe.resolve(stop.libSeq, BigInt(fault.page), pages * 4096, code, pattern);
+    const r = await this.observe.resolve(stop.libSeq, BigInt(fault.page), pages * 4096, code, pattern, stop.pid);
     if (!r.op) {
       throw new Error(r.errno === 'ESRCH' ? `thread ${tid} is no longer stopped (ESRCH)` : `the observe library refused the request (${r.errno})`);
     }

@@ -2,8 +2,9 @@
 /*
  * The observe channel's records (docs/protocol.md, "Observe channel"), written by
  * uffd-observe.c and decoded by server/protocol/observe.ts. Little-endian, naturally aligned,
- * every record a multiple of 8 bytes and at most OBS_MAX_RECORD: one write() each, so the
- * records of threads and forked children never interleave.
+ * every record a multiple of 8 bytes and at most OBS_MAX_RECORD. Each write() carries whole
+ * records and at most OBS_MAX_RECORD bytes, so the records of threads and forked children
+ * never interleave.
  */
 #ifndef UFFD_OBSERVE_WIRE_H
 #define UFFD_OBSERVE_WIRE_H
@@ -56,6 +57,13 @@ enum obs_cmd {
 	OBS_CMD_CONTINUE_ALL = 3,
 	OBS_CMD_RESOLVE = 4,	/* seq: a stopped read; arg: request id; struct obs_ctl_resolve follows */
 };
+
+/*
+ * Library -> launcher, the first 16 bytes on a connection to UFFD_OBSERVE_CTL_PATH (a process
+ * other than the first: forked, exec'd, or given its userfaultfd over SCM_RIGHTS): arg is the
+ * pid. The launcher answers with OBS_CMD_STOP_MASK first, then commands for that process.
+ */
+#define OBS_CTL_HELLO	16
 
 /* How OBS_CMD_RESOLVE places the page (struct obs_ctl_resolve.how). */
 enum obs_resolve_how {

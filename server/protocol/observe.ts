@@ -100,6 +100,11 @@ export type ObsRecord =
 
 /** Control commands (launcher → library), 16 bytes each. */
 export const enum ObsCmd { StopMask = 1, Continue = 2, ContinueAll = 3, Resolve = 4 }
+/**
+ * Library → launcher, the first 16 bytes on a connection to UFFD_OBSERVE_CTL_PATH (every process
+ * but the first): u32 16, u32 pid, u64 0. The launcher answers with a stop mask first.
+ */
+export const CTL_HELLO = 16;
 /** How a `resolve` command places the page(s). */
 export const enum ResolveHowCode { Copy = 1, ZeroPage = 2, Wake = 3 }
 export const STOP_MISSING = 1;
@@ -146,7 +151,21 @@ export function errnoName(n: number): string | null {
 // Feature and ioctl masks can use bit 63: those are read as BigInt (rare records only).
 const u64 = (b: Buffer, o: number) => b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 4294967296;
 const s64 = (b: Buffer, o: number) => b.readUInt32LE(o) + b.readInt32LE(o + 4) * 4294967296;
-const hex = (v: number): Hex => '0x' + v.toString(16);
+const BYTE_HEX: string[] = [];
+for (let i = 0; i < 256; i++) BYTE_HEX.push(i.toString(16).padStart(2, '0'));
+/**
+ * '0x…' of an integer below 2^53. Number#toString(16) of a user address (above 2^31) takes
+ * about 0.5 µs in V8, as much as decoding the rest of a record: the high part is small, the
+ * low 32 bits go through a table.
+ */
+export function hexOf(v: number): Hex {
+  if (v < 0x80000000) return '0x' + v.toString(16);
+  const hi = Math.floor(v / 4294967296);
+  const lo = v - hi * 4294967296;
+  const low = BYTE_HEX[lo >>> 24] + BYTE_HEX[(lo >>> 16) & 255] + BYTE_HEX[(lo >>> 8) & 255] + BYTE_HEX[lo & 255];
+  return hi ? '0x' + hi.toString(16) + low : '0x' + low; // hi 0: v >= 2^31, no leading zero
+}
+const hex = hexOf;
 const bigHex = (b: Buffer, o: number): Hex => '0x' + b.readBigUInt64LE(o).toString(16);
 
 function decodeMsg(b: Buffer, o: number): UffdMessage {
@@ -220,11 +239,9 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
         via: VIA[b.readUInt16LE(o + 12)] ?? 'read', stopped: (b.readUInt32LE(o + 16) & 1) !== 0, msgs };
     }
     case 8: {
-      const op = OPS[b.readUInt32LE(o)];
-      if (!op) throw new Error(`observe channel: unknown ioctl number ${b.readUInt32LE(o)}`);
-      return { pid, tid, fd, uffd, seq, t, type: 'ioctl', op, start: hex(u64(b, o + 8)), len: u64(b, o + 16),
-        mode: u64(b, o + 24), src: hex(u64(b, o + 32)), done: s64(b, o + 40), result: b.readInt32LE(o + 48),
-        errno: errnoName(b.readInt32LE(o + 52)), durNs: u64(b, o + 56), stopped: (b.readUInt32LE(o + 4) & 1) !== 0 };
+      const r = newIoctlRecord();
+      readIoctlInto(b, at, r);
+      return r;
     }
     case 9:
       return { pid, tid, fd, uffd, seq, t, type: 'close', result: b.readInt32LE(o), errno: errnoName(b.readInt32LE(o + 4)) };
@@ -242,13 +259,59 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/** An ioctl record to fill with readIoctlInto (every field set, so all have one shape). */
+export function newIoctlRecord(): ObsIoctl {
+  return { pid: 0, tid: 0, fd: -1, uffd: 0, seq: 0, t: 0, type: 'ioctl', op: 'WAKE', start: '0x0', len: 0, mode: 0, src: '0x0',
+    done: 0, result: 0, errno: null, durNs: 0, stopped: false };
+}
+
+/**
+ * Reads the ioctl record at `at` (type 8, length checked) into `r` in place and returns its start
+ * address as a number. `src` false leaves `src` alone (the analyzer never reads it): the
+ * launcher's path for the most common record, with no allocation but the start's hex.
+ */
+export function readIoctlInto(b: Buffer, at: number, r: ObsIoctl, src = true): number {
+  const o = at + HEADER_SIZE;
+  const op = OPS[b.readUInt32LE(o)];
+  if (!op) throw new Error(`observe channel: unknown ioctl number ${b.readUInt32LE(o)}`);
+  const start = u64(b, o + 8);
+  r.pid = b.readUInt32LE(at + 4);
+  r.tid = b.readUInt32LE(at + 8);
+  r.fd = b.readInt32LE(at + 12);
+  r.uffd = b.readUInt32LE(at + 16);
+  r.seq = b.readUInt32LE(at + 20);
+  r.t = u64(b, at + 24);
+  r.op = op;
+  r.start = hex(start);
+  r.len = u64(b, o + 16);
+  r.mode = u64(b, o + 24);
+  if (src) r.src = hex(u64(b, o + 32));
+  r.done = s64(b, o + 40);
+  r.result = b.readInt32LE(o + 48);
+  r.errno = errnoName(b.readInt32LE(o + 52));
+  r.durNs = u64(b, o + 56);
+  r.stopped = (b.readUInt32LE(o + 4) & 1) !== 0;
+  return start;
+}
+
 /** Cuts the channel's byte stream into records; keeps a partial record for the next chunk. */
 export class RecordDecoder {
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = EMPTY;
 
   push(chunk: Buffer): ObsRecord[] {
-    const b = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     const out: ObsRecord[] = [];
+    this.each(chunk, (r) => { out.push(r); });
+    return out;
+  }
+
+  /**
+   * As push, handing each record to `fn` as it is decoded (no array per chunk). `inPlace` sees
+   * each whole record first, at `at` of `b` (valid during the call only): true when it took it.
+   */
+  each(chunk: Buffer, fn: (r: ObsRecord) => void, inPlace?: (b: Buffer, at: number, len: number) => boolean): void {
+    const b = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     let off = 0;
     while (b.length - off >= 4) {
       const len = b.readUInt16LE(off + 2);
@@ -256,11 +319,16 @@ export class RecordDecoder {
         throw new Error(`observe channel: bad record length ${len} at byte ${off} (type ${b.readUInt16LE(off)})`);
       }
       if (b.length - off < len) break;
-      out.push(decodeRecord(b, off));
+      if (inPlace && inPlace(b, off, len)) {
+        off += len;
+        continue;
+      }
+      const r = decodeRecord(b, off);
       off += len;
+      fn(r);
     }
-    this.pending = Buffer.from(b.subarray(off));
-    return out;
+    // Only a record cut at the chunk's end is kept (copied: the chunk's memory is reused).
+    this.pending = off === b.length ? EMPTY : Buffer.from(b.subarray(off));
   }
 
   /** Bytes of an incomplete record left over (non-zero at the end: the writer died mid-record). */

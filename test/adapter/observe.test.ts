@@ -99,6 +99,28 @@ describe('observe mode through the adapter', { timeout: 180_000 }, () => {
     assert.ok(batches.some((b) => b.other.some((o) => o.event === 'region')), 'the registered region reaches the timeline');
   });
 
+  test('stops the handler in the process that received the userfaultfd over SCM_RIGHTS, and continues it', async () => {
+    const stopped = h.dc.waitForEvent('stopped', 30_000);
+    await launch(['--pages', '64', '--threads', '1', '--no-push', '--scm'], [{ filterId: 'missing' }]);
+    const ev = (await stopped) as DebugProtocol.StoppedEvent;
+    assert.equal(ev.body.reason, 'page fault');
+    const tid = ev.body.threadId!;
+    // Not a thread of the launched process: listed by its process.
+    const threads = await h.dc.threadsRequest();
+    const me = threads.body.threads.find((t) => t.id === tid);
+    assert.ok(me, `thread ${tid} listed: ${JSON.stringify(threads.body.threads)}`);
+    const pid = Number(/^pid (\d+) /.exec(me.name)?.[1]);
+    assert.ok(pid > 0 && readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').includes(') S '), `${me.name} is asleep`);
+    const st = await h.dc.stackTraceRequest({ threadId: tid });
+    const names = st.body.stackFrames.map((f) => f.name);
+    assert.ok(names.includes('handler_loop') && names.some((n) => /^scm_handler_main\b/.test(n)), names.join(' | '));
+    await h.dc.setExceptionBreakpointsRequest({ filters: [] });
+    const code = exitCode();
+    await h.dc.continueRequest({ threadId: tid });
+    assert.equal(await code, 0, h.output);
+    assert.match(h.output, /check ok pages=64/);
+  });
+
   test('a forgotten page: the wait-too-long filter stops on the faulting thread, the stuck fault is named', async () => {
     const stopped = h.dc.waitForEvent('stopped', 30_000);
     await launch(['--pages', '64', '--threads', '1', '--forget', '5', '--watchdog', '3'], [{ filterId: 'waitTooLong', condition: '300ms' }],

@@ -1,7 +1,9 @@
 // The observe channel decoder: records cut at any byte boundary, malformed input named.
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { decodeRecord, encodeControl, encodeResolve, HEADER_SIZE, ObsCmd, RecordDecoder, ResolveHowCode } from '../../server/protocol/observe';
+import {
+  decodeRecord, encodeControl, encodeResolve, HEADER_SIZE, newIoctlRecord, ObsCmd, readIoctlInto, RecordDecoder, ResolveHowCode,
+} from '../../server/protocol/observe';
 import { ObserveAnalyzer } from '../../server/core/observe';
 
 function header(type: number, len: number, seq: number, t: number, uffd = 1, pid = 100, tid = 101, fd = 3): Buffer {
@@ -114,7 +116,68 @@ describe('observe channel decoder', () => {
   });
 });
 
+/** A read record of non-fault messages: [event code, a, b, c] each (REMAP 0x14: from, to, len; REMOVE 0x15: start, end). */
+function eventRec(seq: number, t: number, msgs: [number, bigint, bigint, bigint][]): Buffer {
+  const b = header(7, 32 + 24 + 32 * msgs.length, seq, t);
+  b.writeBigInt64LE(BigInt(32 * msgs.length), 32);
+  b.writeUInt16LE(1, 44);
+  b.writeUInt16LE(msgs.length, 46);
+  msgs.forEach(([code, x, y, z], i) => {
+    const o = 56 + 32 * i;
+    b.writeUInt8(code, o);
+    b.writeBigUInt64LE(x, o + 8);
+    b.writeBigUInt64LE(y, o + 16);
+    b.writeBigUInt64LE(z, o + 24);
+  });
+  return b;
+}
+
 describe('observe analyzer', () => {
+  it('derives the same from ioctl records read in place into one object as from decoded ones', () => {
+    const stream = Buffer.concat([uffdRec(1), registerRec(2, 0x7f0000010000n, 0x4000),
+      readRec(3, 10_000, [0x7f0000010008n, 0x7f0000011000n]), copyRec(4, 12_000, 0x7f0000012000n, 4096),
+      copyRec(5, 13_000, 0x7f0000010000n, 8192), copyRec(6, 14_000, 0x7f0000010000n, 4096, -1, 17, -17),
+      copyRec(7, 15_000, 0x7f0000013000n, 4096, -1, 11, 0), copyRec(8, 16_000, 0x7f0000013000n, 4096)]);
+    const run = (inPlace: boolean) => {
+      const a = new ObserveAnalyzer();
+      const events: unknown[] = [];
+      a.on('event', (e) => events.push(e));
+      const one = newIoctlRecord();
+      // Cut at every byte: records are whole when they reach either path.
+      const d = new RecordDecoder();
+      for (let i = 0; i < stream.length; i++) {
+        d.each(stream.subarray(i, i + 1), (r) => a.feed(r), inPlace ? (b, at) => {
+          if (b.readUInt16LE(at) !== 8) return false;
+          a.feedIoctl(one, readIoctlInto(b, at, one, false));
+          return true;
+        } : undefined);
+      }
+      return { events, summary: a.summary(1_000_000) };
+    };
+    assert.deepEqual(run(true), run(false));
+  });
+
+  it('forgets pages removed, follows pages remapped (placed again: not twice)', () => {
+    const a = new ObserveAnalyzer();
+    const base = 0x7f0000000000n; // above 2^32: the page sets must keep such addresses exact
+    const P = (k: number) => base + BigInt(k) * 4096n;
+    const recs = [
+      uffdRec(1), registerRec(2, base, 64 * 4096),
+      copyRec(3, 1000, P(0), 8 * 4096), // pages 0-7 pushed
+      eventRec(4, 2000, [[0x15, P(2), P(4), 0n]]), // MADV_DONTNEED of pages 2-3
+      copyRec(5, 3000, P(2), 2 * 4096), // placed again after the remove: not twice
+      eventRec(6, 4000, [[0x14, P(4), P(40), 2n * 4096n]]), // mremap of pages 4-5 to 40-41
+      copyRec(7, 5000, P(4), 4096), // the old place is empty: not twice
+      copyRec(8, 6000, P(41), 4096), // the new place was placed: twice
+    ];
+    for (const r of new RecordDecoder().push(Buffer.concat(recs))) a.feed(r);
+    const s = a.summary(0);
+    assert.equal(s.pushed, 12);
+    assert.equal(s.events, 2);
+    assert.deepEqual(s.resolvedTwice, ['0x' + P(41).toString(16)]);
+  });
+
+
   it('derives latency, pushes, duplicates, retries, stuck and unregistered faults', () => {
     const a = new ObserveAnalyzer();
     const events: string[] = [];

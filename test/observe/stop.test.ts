@@ -104,6 +104,42 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
     assert.equal(r.result.summary.ioctls.ZEROPAGE, undefined, 'not counted as the handler\'s ioctl');
   });
 
+  for (const mode of ['--scm', '--fork-handler']) {
+    it(`stops, resolves and continues a handler in another process (${mode})`, async () => {
+      type Stop = { pid: number; tid: number; readSeq: number; page: string };
+      const box: { asked?: Promise<{ stop: Stop; state: string; placed: ObsResolve }> } = {};
+      const r = await observe({ program: POSTCOPY, args: ['--pages', '32', '--threads', '1', '--no-push', mode], stopOn: { missing: true } }, 60_000,
+        (e, s) => {
+          if (e.event !== 'stopped' || box.asked) return;
+          s.setStop({});
+          const stop = { pid: e.pid, tid: e.tid, readSeq: e.readSeq, page: s.analyzer.faultBySeq(e.faults[0])!.page };
+          box.asked = (async () => {
+            // Held for a moment: the handler process sleeps in the library, not in its poll.
+            await new Promise((res) => setTimeout(res, 100));
+            const state = threadState(stop.pid, stop.tid);
+            const placed = await s.resolve(stop.readSeq, BigInt(stop.page), 4096, ResolveHowCode.ZeroPage, 0, stop.pid);
+            s.continue(stop.readSeq, stop.pid);
+            return { stop, state, placed };
+          })();
+        });
+      assert.ok(box.asked, 'stopped once');
+      const { stop, state, placed } = await box.asked;
+      assert.notEqual(stop.pid, r.session.pid, 'the stop is in the handler process, not the launched one');
+      assert.ok(r.records.some((x) => x.type === 'read' && x.pid === stop.pid && x.seq === stop.readSeq && x.stopped));
+      assert.equal(state, 'S');
+      assert.equal(placed.op, 'ZEROPAGE');
+      assert.equal(placed.result, 0, String(placed.errno));
+      assert.equal(placed.pid, stop.pid, 'placed by the library in the handler process');
+      assert.ok(r.events.some((e) => e.event === 'continued' && e.pid === stop.pid && e.readSeq === stop.readSeq));
+      // The handler's own copy of that page then meets EEXIST, and the page stays zero.
+      assert.equal(handlerCounts(r.stderr).eexist, 1, r.stderr);
+      assert.equal(r.result.code, 1);
+      assert.match(r.stdout, /check FAILED bad=1 /);
+      assert.deepEqual(r.result.summary.byDebugger, [{ op: 'ZEROPAGE', start: stop.page, len: 4096, errno: null }]);
+      assert.doesNotMatch(r.stderr, /uffd-observe/, 'the library said nothing');
+    });
+  }
+
   it('lets stopped threads go when the observer goes away', async () => {
     let killedChannel = false;
     const r = await observe({ program: POSTCOPY, args: ['--pages', '128'], stopOn: { missing: true } }, 60_000,
