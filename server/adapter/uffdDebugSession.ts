@@ -153,6 +153,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       if (e.event !== 'exited' && e.event !== 'detached') this.timeline.push(e);
     };
     s.on('fault', toTimeline);
+    s.on('faults', toTimeline);
     s.on('resolved', toTimeline);
     s.on('region', (region) => toTimeline({ type: 'event', event: 'region', action: 'add', region }));
     // region removals are not sent: the timeline keeps a band per region ever seen; `nc` marks the unmap

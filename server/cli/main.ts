@@ -6,7 +6,7 @@ import { constants } from 'node:os';
 import * as path from 'node:path';
 import { FaultSession } from '../core/session';
 import { formatSummary, SummaryCollector } from '../core/summary';
-import { FaultEvent } from '../protocol/messages';
+import { FaultEvent, faultsOf } from '../protocol/messages';
 import { TimelineEvent } from '../../webview/messages';
 import { reportHtml } from '../../webview/report';
 
@@ -74,19 +74,25 @@ async function main(): Promise<number> {
   let collector: SummaryCollector | null = null;
   const timeline: TimelineEvent[] = [];
   if (o.report) {
-    session.on('fault', ({ type: _t, ...f }) => timeline.push(f));
     session.on('resolved', ({ type: _t, ...r }) => timeline.push(r));
     session.on('region', (region) => timeline.push({ event: 'region', action: 'add', region }));
   }
   let t0 = -1;
   let window = 0;
   let suppressed = 0;
-  session.on('fault', (f) => {
+  const onFault = (f: FaultEvent) => {
+    if (o.report) {
+      const { type: _t, ...rest } = f;
+      timeline.push(rest);
+    }
     collector?.add(f);
     if (o.quiet) return;
     if (t0 < 0) t0 = f.t;
     if (window < o.lines) { window++; err(faultLine(f, t0)); } else suppressed++;
-  });
+  };
+  session.on('fault', onFault);
+  // auto-resolved faults come in batches: each is printed and counted as a held one is
+  session.on('faults', (b) => faultsOf(b).forEach(onFault));
   session.on('region', (r) => collector?.addRegion(r));
   const ticker = setInterval(() => {
     if (suppressed > 0) err(`uffd: ... ${suppressed} more faults in the last second (${window + suppressed} faults/s)`);

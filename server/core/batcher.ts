@@ -2,12 +2,13 @@
 // most once per interval: the timeline wants every fault, but a few updates per second, never
 // one message per fault, and in a form that costs little to serialize at every hop.
 import {
-  FaultEvent, parseHex, TB_HELD, TB_KIND_SHIFT, TB_WRITE, TIMELINE_BATCH_VERSION, TimelineBatch, TimelineOtherEvent,
+  FaultEvent, FaultsEvent, parseHex, TB_HELD, TB_KIND_SHIFT, TB_WRITE, TIMELINE_BATCH_VERSION, TimelineBatch, TimelineOtherEvent,
 } from '../protocol/messages';
 
 /** A helper event the timeline takes, with or without its envelope tag. */
 export type TimelineInput =
   | (Omit<FaultEvent, 'type'> & { type?: 'event' })
+  | (Omit<FaultsEvent, 'type'> & { type?: 'event' })
   | (TimelineOtherEvent & { type?: 'event' });
 
 function emptyBatch(): TimelineBatch {
@@ -36,6 +37,10 @@ export class TimelineBatchBuilder {
   add(e: TimelineInput): void {
     if (e.event === 'fault') {
       this.addFault(e);
+      return;
+    }
+    if (e.event === 'faults') {
+      this.addFaults(e);
       return;
     }
     const { type: _type, ...rest } = e;
@@ -73,6 +78,44 @@ export class TimelineBatchBuilder {
     b.pid.push(pid ?? 0);
   }
 
+  /**
+   * A helper batch, checked by decodeMessage: its columns step from fault to fault as ours do,
+   * so only the first fault's steps are taken from the last fault here, the rest are copied.
+   */
+  private addFaults(e: Omit<FaultsEvent, 'type'>): void {
+    const n = e.seq.length;
+    if (n === 0) return;
+    const b = this.b;
+    const codes = e.ioctls.map((name) => this.code(name));
+    let seq = e.seq[0], t = e.t[0], page = e.page[0], tid = e.tid[0];
+    b.seq.push(seq - this.lastSeq);
+    b.t.push(t - this.lastT);
+    b.page.push(page - this.lastPage);
+    b.tid.push(tid - this.lastTid);
+    for (let k = 1; k < n; k++) {
+      seq += e.seq[k];
+      t += e.t[k];
+      page += e.page[k];
+      tid += e.tid[k];
+    }
+    appendFrom(b.seq, e.seq);
+    appendFrom(b.t, e.t);
+    appendFrom(b.page, e.page);
+    appendFrom(b.tid, e.tid);
+    const { off, flags, ioctl, lat, pid } = e;
+    for (let k = 0; k < n; k++) {
+      b.off.push(off[k]);
+      b.flags.push(flags[k] & (TB_WRITE | (3 << TB_KIND_SHIFT))); // never held; the page size is not carried
+      b.ioctl.push(codes[ioctl[k]]);
+      b.lat.push(lat[k]);
+      b.pid.push(pid[k]);
+    }
+    this.lastSeq = seq;
+    this.lastT = t;
+    this.lastPage = page;
+    this.lastTid = tid;
+  }
+
   private code(ioctl: string): number {
     let c = this.codes.get(ioctl);
     if (c === undefined) {
@@ -95,6 +138,11 @@ export class TimelineBatchBuilder {
     this.lastTid = 0;
     return b;
   }
+}
+
+/** Appends from[1..] to `to`. */
+function appendFrom(to: number[], from: number[]): void {
+  for (let k = 1; k < from.length; k++) to.push(from[k]);
 }
 
 /**

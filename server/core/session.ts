@@ -8,8 +8,8 @@ import { findVma, listTasks, readMaps, readSmaps, readStartBrk, TaskInfo, Vma, v
 import { ActiveFilter, FilterRequest, FilterResult, FilterSet, nameMatches, toHoldRanges } from './filters';
 import { RegionCounters } from './regionCounters';
 import {
-  AddrRange, AttachBody, FaultEvent, FaultKind, HelloBody, LaunchBody, NcEvent, NcWhat, Policy, PolicyArgs, Region, ResolveArgs,
-  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, TrackSelector,
+  AddrRange, AttachBody, FaultEvent, FaultKind, FaultsEvent, FB_KIND_SHIFT, HelloBody, LaunchBody, NcEvent, NcWhat, Policy, PolicyArgs, Region, ResolveArgs,
+  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, toHex, TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -41,6 +41,7 @@ export interface AttachConfig {
 }
 
 const NC_KINDS = ['fork', 'remap', 'remove', 'unmap'] as const;
+const FAULT_KINDS: readonly FaultKind[] = ['missing', 'wp', 'minor'];
 
 /** The helper's session options of a launch/attach configuration, only those that are set. */
 function sessionOptions(c: { followForks?: boolean; wpAsync?: boolean; userModeOnly?: boolean }): SessionOptions {
@@ -75,7 +76,10 @@ const USER_TOP = 1n << 47n;
 export interface ExitInfo { code: number | null; signal: string | null }
 
 export interface SessionEvents {
+  /** A held fault (a stop, or held with one), or a fault held by the policy and resolved here at once. */
   fault: [FaultEvent];
+  /** Faults the helper resolved itself, a batch in columns (faultsOf() gives them one by one). */
+  faults: [FaultsEvent];
   resolved: [ResolvedEvent];
   stopped: [StopInfo];
   region: [Region];
@@ -608,6 +612,10 @@ export class FaultSession extends EventEmitter<SessionEvents> {
           this.emit('fault', e);
         }
         break;
+      case 'faults':
+        this.countFaults(e);
+        this.emit('faults', e);
+        break;
       case 'resolved': {
         const f = this.held.get(e.seq);
         this.held.delete(e.seq);
@@ -654,6 +662,19 @@ export class FaultSession extends EventEmitter<SessionEvents> {
         this.exitInfo = { code: e.code, signal: e.signal };
         this.emit('exited', this.exitInfo);
         break;
+    }
+  }
+
+  /** The region counters of a batch, through one reused probe: no object per fault. */
+  private countFaults(e: FaultsEvent): void {
+    const probe: Pick<FaultEvent, 'page' | 'kind' | 'held'> = { page: '', kind: 'missing', held: false };
+    let page = 0;
+    for (let k = 0; k < e.page.length; k++) {
+      page += e.page[k];
+      if (e.pid[k]) continue; // a followed child's memory is not the program's regions
+      probe.page = toHex(page * 4096);
+      probe.kind = FAULT_KINDS[(e.flags[k] >> FB_KIND_SHIFT) & 3];
+      this.counters.onFault(probe as FaultEvent);
     }
   }
 

@@ -30,6 +30,7 @@
 #include "launch.h"
 #include "log.h"
 #include "session.h"
+#include "stream.h"
 #include "procstat.h"
 #include "tracer.h"
 #include "uffd.h"
@@ -1321,11 +1322,14 @@ void attach_cmd_untrack(int64_t id, const struct jval *req)
  */
 static size_t detach_now(struct jbuf *events)
 {
-	struct jbuf saved = out, tmp;
+	struct jbuf saved, tmp;
 	struct rset all = { 0 };
 	size_t nr, off = 0;
 
-	/* faults_cmd_resolve_all writes a response and `resolved` events: keep the events */
+	/* faults_cmd_resolve_all writes a response and `resolved` events: keep the events;
+	 * faults gathered before stay before them, in `out` */
+	stream_flush();
+	saved = out;
 	out = (struct jbuf){ 0 };
 	faults_cmd_resolve_all(0);
 	tmp = out;

@@ -22,6 +22,7 @@
 #include "output.h"
 #include "procstat.h"
 #include "session.h"
+#include "stream.h"
 #include "uffd.h"
 
 #define MSG_BATCH 64
@@ -334,9 +335,10 @@ static int auto_resolve(const struct held *h, enum resolve_how how)
 	}
 }
 
-static void fault_event(const struct held *h, int is_held, const char *ioctl_name,
-			uint64_t latency)
+/* A held fault: one `fault` event, after the auto-resolved faults gathered before it. */
+static void held_event(const struct held *h)
 {
+	stream_flush();
 	/* Wire format: see `fault` in docs/protocol.md */
 	jb_reserve(&out, 320);
 	jb_puts(&out, "{\"type\":\"event\",\"event\":\"fault\",\"seq\":");
@@ -360,15 +362,19 @@ static void fault_event(const struct held *h, int is_held, const char *ioctl_nam
 		jb_puts(&out, ",\"pageSize\":");
 		jb_u64(&out, h->psize);
 	}
-	if (is_held) {
-		jb_puts(&out, ",\"held\":true}\n");
-		return;
-	}
-	jb_puts(&out, ",\"held\":false,\"ioctl\":\"");
-	jb_puts(&out, ioctl_name);
-	jb_puts(&out, "\",\"latencyNs\":");
-	jb_u64(&out, latency);
-	jb_puts(&out, "}\n");
+	jb_puts(&out, ",\"held\":true}\n");
+}
+
+/* An auto-resolved fault, streamed in the next `faults` event (stream.c). */
+static void streamed_event(const struct held *h, const char *ioctl_name, uint64_t latency)
+{
+	struct stream_fault f = {
+		.seq = h->seq, .t = h->t, .addr = h->addr, .page = h->page, .psize = h->psize,
+		.latency = latency, .tid = h->tid, .pid = h->pid, .write = h->write,
+		.kind = h->kind, .ioctl = ioctl_name,
+	};
+
+	stream_add(&f);
 }
 
 /*
@@ -428,8 +434,8 @@ static void auto_finish(const struct held *h)
 		nr_resolved++;
 	}
 	if (policy.stream == STREAM_ALL)
-		fault_event(h, 0, how == HOW_ZERO && zero_was_copy ? "UFFDIO_COPY" :
-			    how_ioctls[how], now_ns() - h->t);
+		streamed_event(h, how == HOW_ZERO && zero_was_copy ? "UFFDIO_COPY" :
+			       how_ioctls[how], now_ns() - h->t);
 }
 
 static void hold(const struct held *h)
@@ -452,7 +458,7 @@ static void hold(const struct held *h)
 	held[nr_held++] = *h;
 	out_urgent = 1;
 	output_drain();	/* the program's output before the fault precedes it */
-	fault_event(h, 1, NULL, 0);
+	held_event(h);
 }
 
 /* ---- delayed resolution: an ordered list and one timerfd ---------------------------- */
@@ -864,7 +870,7 @@ static void drop_range(int fd, uint64_t start, uint64_t end, const char *why, ui
 		if (uffd_wake_range(fd, h->page, h->psize) && errno != ENOENT)
 			pr_perror("UFFDIO_WAKE %#" PRIx64 " on fd %d", h->page, fd);
 		if (policy.stream == STREAM_ALL)
-			fault_event(h, 0, why, t - h->t);
+			streamed_event(h, why, t - h->t);
 	}
 	if (j != nr_pend) {
 		nr_pend = j;

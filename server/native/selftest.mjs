@@ -53,8 +53,10 @@ class Helper {
           const p = this.pending.get(m.id);
           if (p) { this.pending.delete(m.id); p(m); } else this.orphans = (this.orphans || []).concat(m);
         } else {
-          this.events.push(m);
-          for (const l of this.listeners) l(m);
+          for (const e of m.event === 'faults' ? unbatch(m) : [m]) {
+            this.events.push(e);
+            for (const l of this.listeners) l(e);
+          }
         }
       }
     });
@@ -84,13 +86,30 @@ class Helper {
   }
 }
 
+/** A `faults` event (auto-resolved faults in columns, see docs/protocol.md) as `fault` events. */
+function unbatch(m) {
+  const out = [];
+  let seq = 0, t = 0, page = 0, tid = 0;
+  for (let k = 0; k < m.seq.length; k++) {
+    seq += m.seq[k];
+    t += m.t[k];
+    page += m.page[k];
+    tid += m.tid[k];
+    const f = m.flags[k];
+    out.push({ type: 'event', event: 'fault', seq, t, addr: '0x' + (page * 4096 + m.off[k]).toString(16),
+      page: '0x' + (page * 4096).toString(16), access: f & 1 ? 'write' : 'read', kind: ['missing', 'wp', 'minor'][(f >> 2) & 3],
+      tid, held: false, ioctl: m.ioctls[m.ioctl[k]], latencyNs: m.lat[k], ...(m.pid[k] ? { pid: m.pid[k] } : {}) });
+  }
+  return out;
+}
+
 function plainRun(args) {
   return execFileSync(TOUCH, args, { encoding: 'utf8' });
 }
 
 async function session(args, { hold = false, expectPages }) {
   const h = new Helper();
-  const hello = await h.request('hello', { protocol: 1 });
+  const hello = await h.request('hello', { protocol: 2 });
   check(hello.ok && hello.body.uffd.available, 'hello: uffd available');
   const launch = await h.request('launch', { program: TOUCH, args, cwd: root, env: null });
   check(launch.ok, `launch ${args.join(' ')}: ${launch.ok ? `pid ${launch.body.pid}, ${launch.body.regions.length} regions` : JSON.stringify(launch.error)}`);
@@ -150,7 +169,7 @@ async function session(args, { hold = false, expectPages }) {
 
 async function fdCheck() {
   const h = new Helper();
-  await h.request('hello', { protocol: 1 });
+  await h.request('hello', { protocol: 2 });
   const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '3000', '--pages', '16'], cwd: root, env: null });
   const pid = l.body.pid;
   await h.request('run');
@@ -172,9 +191,9 @@ async function garbage() {
     Buffer.from([0xff, 0x00, 0x13, 0x7b, 0x22, 0x80, 0xfe]).toString('latin1') + '\n',
     'not json at all\n', '{}\n', '{"id":"x"}\n', '[1,2,3]\n', '{"id":-1,"cmd":"hello"}\n',
     '{"id":1.5,"cmd":"hello"}\n', '{"id":7,"cmd":42}\n', '{"id":8,"cmd":"frobnicate"}\n',
-    '{"id":5,"cmd":"resolve","seq":999}\n', '{"id":9,"cmd":"hello","protocol":2}\n',
+    '{"id":5,"cmd":"resolve","seq":999}\n', '{"id":9,"cmd":"hello","protocol":1}\n',
     '{"id":10,"cmd":"hello","protocol":"1"}\n', '{"id":11' + ',"a":['.repeat(200) + '\n',
-    '{"id":12,"cmd":"hello","protocol":1,"x":"\\ud800\\u0000\\"\\n"}\n',
+    '{"id":12,"cmd":"hello","protocol":2,"x":"\\ud800\\u0000\\"\\n"}\n',
     '{"id":13,"cmd":"run"}\n', '{"id":14,"cmd":"resolve","seq":999}\n',
     '{"id":15,"cmd":"resolve","seq":"1"}\n', '{"id":16,"cmd":"policy","hold":{"missing":1}}\n',
     '{"id":17,"cmd":"policy","hold":{"bogus":true}}\n', '{"id":18,"cmd":"policy","stream":"lots"}\n',
@@ -193,7 +212,7 @@ async function garbage() {
   for (let i = 0; i < rnd.length; i++) rnd[i] = (Math.random() * 256) | 0;
   h.proc.stdin.write(rnd);
   h.send('\n');
-  const r = await h.request('hello', { protocol: 1 });
+  const r = await h.request('hello', { protocol: 2 });
   check(r.ok, 'hello answered after garbage');
   const all = h.raw.map((l) => JSON.parse(l)).filter((m) => m.type === 'response');
   const byId = (id) => all.filter((m) => m.id === id).map((m) => (m.ok ? 'ok' : m.error.code)).join(',');
@@ -216,7 +235,7 @@ async function garbage() {
 
 async function killTest() {
   const h = new Helper();
-  await h.request('hello', { protocol: 1 });
+  await h.request('hello', { protocol: 2 });
   await h.request('launch', { program: TOUCH, args: ['--pages', '64'], cwd: root, env: null });
   await h.request('policy', { holdNext: true });
   await h.request('run');
@@ -235,7 +254,7 @@ async function killTest() {
 
 async function eofTest() {
   const h = new Helper();
-  await h.request('hello', { protocol: 1 });
+  await h.request('hello', { protocol: 2 });
   const l = await h.request('launch', { program: TOUCH, args: ['--sleep-ms', '10000'], cwd: root, env: null });
   await h.request('run');
   h.proc.stdin.end();
@@ -247,7 +266,7 @@ async function heapTest() {
   const bin = join(tmpdir(), `uffd-heapthread-${process.pid}`);
   execFileSync('gcc', ['-O1', '-g', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', bin, join(here, 'tests', 'heapthread.c')]);
   const h = new Helper();
-  await h.request('hello', { protocol: 1 });
+  await h.request('hello', { protocol: 2 });
   const l = await h.request('launch', { program: bin, args: [], cwd: root, env: null });
   check(l.ok, 'launch heapthread');
   await h.request('run');
@@ -271,7 +290,7 @@ async function heapTest() {
 
 async function resolveAllAndWake() {
   const h = new Helper();
-  await h.request('hello', { protocol: 1 });
+  await h.request('hello', { protocol: 2 });
   await h.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null });
   // wake first: the woken thread faults again on the same page
   await h.request('policy', { holdNext: true, stream: 'all' });
@@ -285,7 +304,7 @@ async function resolveAllAndWake() {
   await h.close();
 
   const h2 = new Helper();
-  await h2.request('hello', { protocol: 1 });
+  await h2.request('hello', { protocol: 2 });
   await h2.request('launch', { program: TOUCH, args: ['--pages', '200', '--threads', '2'], cwd: root, env: null });
   await h2.request('policy', { hold: { missing: true }, stream: 'held' });
   await h2.request('run');

@@ -30,10 +30,11 @@
 #include "output.h"
 #include "session.h"
 #include "stack.h"
+#include "stream.h"
 #include "tracer.h"
 #include "uffd.h"
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define HELPER_VERSION "uffd-helper 0.1.0"
 #define MAX_LINE (1024 * 1024)
 #define INBUF_SIZE (MAX_LINE + 65536)
@@ -58,6 +59,7 @@ uint64_t now_ns(void)
 
 void resp_ok_begin(int64_t id)
 {
+	stream_flush();	/* faults gathered before a line go out before it */
 	out_urgent = 1;
 	jb_printf(&out, "{\"type\":\"response\",\"id\":%lld,\"ok\":true,\"body\":", (long long)id);
 }
@@ -82,6 +84,7 @@ void resp_err(int64_t id, const char *code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	stream_flush();
 	out_urgent = 1;
 	jb_printf(&out, "{\"type\":\"response\",\"id\":%lld,\"ok\":false,\"error\":{\"code\":",
 		  (long long)id);
@@ -93,6 +96,7 @@ void resp_err(int64_t id, const char *code, const char *fmt, ...)
 
 void ev_begin(const char *name)
 {
+	stream_flush();
 	out_urgent = 1;
 	jb_puts(&out, "{\"type\":\"event\",\"event\":");
 	jb_str(&out, name);
@@ -107,6 +111,7 @@ static int flush_out(void)
 {
 	size_t off = 0;
 
+	stream_flush();
 	while (off < out.len) {
 		ssize_t n = write(STDOUT_FILENO, out.p + off, out.len - off);
 
@@ -134,19 +139,29 @@ static int flush_out(void)
 
 /*
  * Responses and events other than auto-resolved faults go out at the end of the loop
- * iteration that made them. Streamed faults of a busy program are batched for up to
- * STREAM_DELAY_NS or STREAM_BATCH bytes: one write, and one client wake-up, per batch.
+ * iteration that made them. Auto-resolved faults of a busy program are gathered (stream.c)
+ * for up to STREAM_DELAY_NS, STREAM_MAX faults or STREAM_BATCH bytes: one write, one client
+ * wake-up and one parse per batch (20 ms rather than 5: a client wake-up costs more than
+ * the faults it brings). When nothing happens for STREAM_IDLE_MS (the program computes, or
+ * waits), what was gathered goes out then, so a lone fault is not held back.
  */
-#define STREAM_DELAY_NS 5000000ULL
+#define STREAM_DELAY_NS 20000000ULL
 #define STREAM_BATCH 65536
+#define STREAM_IDLE_MS 2
 
-static void maybe_flush(void)
+static int pending_out(void)
 {
-	if (!out.len)
+	return out.len || stream_pending();
+}
+
+static void maybe_flush(int idle)
+{
+	if (!pending_out())
 		return;
 	if (!out_since)
 		out_since = now_ns();
-	if (out_urgent || out.len >= STREAM_BATCH || now_ns() - out_since >= STREAM_DELAY_NS)
+	if (out_urgent || idle || out.len >= STREAM_BATCH ||
+	    now_ns() - out_since >= STREAM_DELAY_NS)
 		flush_out();
 }
 
@@ -154,10 +169,12 @@ static int poll_timeout(void)
 {
 	uint64_t waited;
 
-	if (!out.len)
+	if (!pending_out())
 		return -1;
 	waited = now_ns() - out_since;
-	return waited >= STREAM_DELAY_NS ? 0 : (int)((STREAM_DELAY_NS - waited) / 1000000 + 1);
+	if (waited >= STREAM_DELAY_NS)
+		return 0;
+	return STREAM_IDLE_MS;
 }
 
 /* ---- requests ---------------------------------------------------------------------- */
@@ -684,7 +701,7 @@ int main(void)
 	uffd_probe(&probe);
 
 	while (!quitting) {
-		int n = 0, i_uffd = -1, i_in = -1, i_sig, i_out[OUT_NR], i_tmr;
+		int n = 0, i_uffd = -1, i_in = -1, i_sig, i_out[OUT_NR], i_tmr, ready;
 		int i_att[ATTACH_PFD_NR], i_kid[FAULTS_PFD_NR], i_evict;
 
 		i_sig = n;
@@ -706,7 +723,8 @@ int main(void)
 		attach_pollfds(pfd, &n, i_att);	/* attached process: exit, mapping rescans */
 		faults_pollfds(pfd, &n, i_kid);	/* children followed after a fork */
 		evict_pollfd(pfd, &n, &i_evict);	/* an eviction in progress */
-		if (poll(pfd, n, poll_timeout()) < 0) {
+		ready = poll(pfd, n, poll_timeout());
+		if (ready < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_perror("poll");
@@ -742,7 +760,7 @@ int main(void)
 				quitting = 1;
 			}
 		}
-		maybe_flush();
+		maybe_flush(ready == 0);
 	}
 	finish();
 	return 0;

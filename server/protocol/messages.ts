@@ -1,7 +1,7 @@
 // The adapter ⇄ helper wire protocol, declared once. docs/protocol.md describes it in prose;
 // server/native/uffd-helper.c is the other side.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export type Hex = string; // "0x7f12a000"
 export type FaultKind = 'missing' | 'wp' | 'minor';
@@ -260,6 +260,38 @@ export interface FaultEvent {
   pid?: number;
 }
 
+/**
+ * Auto-resolved faults (protocol 2), a batch in columns: fault k is entry k of every fault
+ * column, all of the same length. `seq`, `t`, `page` (page address / 4096) and `tid` hold the
+ * step from the previous fault of the batch (fault 0: the value itself). Held faults never
+ * come this way: they are `fault` events. docs/protocol.md, `faults`, describes it in prose.
+ */
+export interface FaultsEvent {
+  type: 'event';
+  event: 'faults';
+  seq: number[];
+  t: number[];
+  page: number[];
+  /** Fault address minus its page's address (a huge page's start for a huge page). */
+  off: number[];
+  /** FB_WRITE | kind << FB_KIND_SHIFT | (log2(pageSize) - 12) << FB_PAGE_SHIFT. */
+  flags: number[];
+  tid: number[];
+  /** The followed child the fault happened in; 0: the program itself. */
+  pid: number[];
+  /** Index into `ioctls`. */
+  ioctl: number[];
+  /** latencyNs: from the read of the message to the end of the ioctl. */
+  lat: number[];
+  /** The ioctls that resolved the faults (or UNMAPPED/REMAPPED), named once per batch. */
+  ioctls: string[];
+}
+
+/** `flags` bits of a fault in a FaultsEvent: write access; kind (0 missing, 1 wp, 2 minor); page size. */
+export const FB_WRITE = 1;
+export const FB_KIND_SHIFT = 2;
+export const FB_PAGE_SHIFT = 4;
+
 export interface ResolvedEvent {
   type: 'event';
   event: 'resolved';
@@ -319,7 +351,7 @@ export interface OutputEvent {
 /** After `detach`: the process runs on, no longer debugged. */
 export interface DetachedEvent { type: 'event'; event: 'detached'; pid: number }
 
-export type HelperEvent = FaultEvent | ResolvedEvent | RegionEvent | NcEvent | ExitedEvent | DetachedEvent;
+export type HelperEvent = FaultEvent | FaultsEvent | ResolvedEvent | RegionEvent | NcEvent | ExitedEvent | DetachedEvent;
 /** Output events are delivered separately (HelperClient's 'output'), not as HelperEvent. */
 export type HelperMessage = Response | HelperEvent | OutputEvent;
 
@@ -358,6 +390,11 @@ export function decodeMessage(line: string): HelperMessage {
           throw new Error(`malformed fault event: ${line.slice(0, 200)}`);
         }
         return m as unknown as FaultEvent;
+      case 'faults': {
+        const why = faultsProblem(m);
+        if (why) throw new Error(`malformed faults event (${why}): ${line.slice(0, 200)}`);
+        return m as unknown as FaultsEvent;
+      }
       case 'resolved':
         if (typeof m.seq !== 'number' || typeof m.page !== 'string') {
           throw new Error(`malformed resolved event: ${line.slice(0, 200)}`);
@@ -398,6 +435,84 @@ export function decodeMessage(line: string): HelperMessage {
   throw new Error(`helper message has no known type: ${line.slice(0, 200)}`);
 }
 
+const FAULTS_COLUMNS = ['seq', 't', 'page', 'off', 'flags', 'tid', 'pid', 'ioctl', 'lat'] as const;
+const MAX_EXACT = 2 ** 53;
+const KINDS: readonly FaultKind[] = ['missing', 'wp', 'minor'];
+
+/**
+ * Why a `faults` event is not one (null: it is). One pass over the columns, checking the
+ * values the steps add up to, so its users take the numbers as they are.
+ */
+function faultsProblem(m: Record<string, unknown>): string | null {
+  const seq = m.seq;
+  if (!Array.isArray(seq)) return 'seq is not an array';
+  const n = seq.length;
+  for (const c of FAULTS_COLUMNS) {
+    const col = m[c];
+    if (!Array.isArray(col) || col.length !== n) return `${c} is not an array of ${n} numbers`;
+  }
+  const ioctls = m.ioctls;
+  if (!Array.isArray(ioctls) || !ioctls.every((x) => typeof x === 'string')) return 'ioctls is not an array of strings';
+  const t = m.t as unknown[], page = m.page as unknown[], off = m.off as unknown[], flags = m.flags as unknown[];
+  const tid = m.tid as unknown[], pid = m.pid as unknown[], ioctl = m.ioctl as unknown[], lat = m.lat as unknown[];
+  let s = 0, tt = 0, p = 0, d = 0;
+  for (let k = 0; k < n; k++) {
+    s += seq[k] as number;
+    tt += t[k] as number;
+    p += page[k] as number;
+    d += tid[k] as number;
+    const f = flags[k] as number, o = off[k] as number, x = ioctl[k] as number, l = lat[k] as number, q = pid[k] as number;
+    if (!(Number.isSafeInteger(s) && s >= 1 && Number.isSafeInteger(tt) && tt >= 0 && Number.isSafeInteger(d) && d >= 0)) { // tid 0: the kernel gave none (no THREAD_ID)
+      return `fault ${k}: bad seq, t or tid`;
+    }
+    if (!(Number.isInteger(f) && f >= 0 && (f & 2) === 0 && ((f >> FB_KIND_SHIFT) & 3) < 3 && f >> FB_PAGE_SHIFT <= 18)) {
+      return `fault ${k}: bad flags`;
+    }
+    if (!(Number.isInteger(p) && p >= 0 && Number.isInteger(o) && o >= 0 && o < 4096 << (f >> FB_PAGE_SHIFT) &&
+        p * 4096 + o < MAX_EXACT)) {
+      return `fault ${k}: bad page or off`;
+    }
+    if (!(Number.isInteger(x) && x >= 0 && x < ioctls.length && Number.isSafeInteger(l) && l >= 0 &&
+        Number.isSafeInteger(q) && q >= 0)) {
+      return `fault ${k}: bad ioctl, lat or pid`;
+    }
+  }
+  return null;
+}
+
+/** The faults of a `faults` event as `fault` events (the CLI, tests; the timeline takes the columns as they are). */
+export function faultsOf(e: FaultsEvent): FaultEvent[] {
+  const out: FaultEvent[] = [];
+  let seq = 0, t = 0, page = 0, tid = 0;
+  for (let k = 0; k < e.seq.length; k++) {
+    seq += e.seq[k];
+    t += e.t[k];
+    page += e.page[k];
+    tid += e.tid[k];
+    const flags = e.flags[k];
+    const pageSize = 4096 << (flags >> FB_PAGE_SHIFT);
+    const f: FaultEvent = {
+      type: 'event', event: 'fault', seq, t, addr: toHex(page * 4096 + e.off[k]), page: toHex(page * 4096),
+      access: flags & FB_WRITE ? 'write' : 'read', kind: KINDS[(flags >> FB_KIND_SHIFT) & 3], tid, held: false,
+      ioctl: e.ioctls[e.ioctl[k]], latencyNs: e.lat[k],
+    };
+    if (pageSize !== 4096) f.pageSize = pageSize;
+    if (e.pid[k]) f.pid = e.pid[k];
+    out.push(f);
+  }
+  return out;
+}
+
+/** The faults an event carries, one `fault` each: a held fault itself, a batch's faults; none for other events. */
+export function faultEvents(e: HelperEvent): FaultEvent[] {
+  return e.event === 'fault' ? [e] : e.event === 'faults' ? faultsOf(e) : [];
+}
+
+/** A `faults` batch as its faults one by one; any other event as itself (tests keep events in order so). */
+export function unbatched(e: HelperEvent): HelperEvent[] {
+  return e.event === 'faults' ? faultsOf(e) : [e];
+}
+
 export function encodeRequest<C extends Command>(id: number, cmd: C, args: Requests[C][0]): string {
   return JSON.stringify({ id, cmd, ...args }) + '\n';
 }
@@ -432,6 +547,14 @@ export function parseHex(v: unknown): number {
     x = x * 16 + d;
   }
   return x;
+}
+
+/** "0x" and the hex digits of n (an integer, 0 ≤ n < 2^53): parseHex's inverse. In two parts
+ * below 2^31, because Number.prototype.toString(16) of a larger (double) value is ~5x slower. */
+export function toHex(n: number): Hex {
+  const hi = Math.floor(n / 0x1000000);
+  const lo = n - hi * 0x1000000;
+  return hi === 0 ? '0x' + lo.toString(16) : '0x' + hi.toString(16) + (lo + 0x1000000).toString(16).slice(1);
 }
 
 export const TIMELINE_BATCH_VERSION = 1;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
-import { FaultEvent, HelperEvent, RegionEvent } from '../../server/protocol/messages';
+import { FaultEvent, faultEvents, HelperEvent, RegionEvent, unbatched } from '../../server/protocol/messages';
 import { uffdVmas } from '../support/spin';
 import { until, withTimeout } from '../support/waits';
 
@@ -97,8 +97,8 @@ async function helper(helperPath?: string): Promise<Attached> {
   const faults: FaultEvent[] = [];
   const events: HelperEvent[] = [];
   c.on('event', (e) => {
-    events.push(e);
-    if (e.event === 'fault') faults.push(e);
+    events.push(...unbatched(e));
+    faults.push(...faultEvents(e));
   });
   return { c, faults, events };
 }

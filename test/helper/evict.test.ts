@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
-import { FaultEvent, HelperEvent } from '../../server/protocol/messages';
+import { FaultEvent, HelperEvent, unbatched } from '../../server/protocol/messages';
 import { dead, expectedChecksum, killSpins, procStatus, Share, Spin, SPIN, uffdVmas } from '../support/spin';
 import { until, withTimeout } from '../support/waits';
 
@@ -27,7 +27,7 @@ async function helper(): Promise<{ c: HelperClient; events: HelperEvent[] }> {
   clients.push(c);
   await withTimeout(c.start(findHelper()), 5000, 'the helper handshake');
   const events: HelperEvent[] = [];
-  c.on('event', (e: HelperEvent) => events.push(e));
+  c.on('event', (e: HelperEvent) => events.push(...unbatched(e)));
   return { c, events };
 }
 

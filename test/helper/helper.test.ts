@@ -6,7 +6,7 @@ import { release } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { HelperClient, HelperError } from '../../server/core/helperClient';
-import { FaultEvent, HelperEvent } from '../../server/protocol/messages';
+import { FaultEvent, faultEvents, HelperEvent, PROTOCOL_VERSION, unbatched } from '../../server/protocol/messages';
 import { waitGone, withTimeout } from '../support/waits';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -36,9 +36,9 @@ async function runUnderHelper(args: string[], opts: { hold?: boolean } = {}): Pr
   c.on('output', (s, d) => { if (s === 'stdout') stdout += d; });
   const exited = new Promise<number | null>((resolve) => {
     c.on('event', (e) => {
-      events.push(e);
+      events.push(...unbatched(e));
+      faults.push(...faultEvents(e));
       if (e.event === 'fault') {
-        faults.push(e);
         if (e.held) c.request('resolve', { seq: e.seq, how: 'default' }).catch((err: HelperError) => {
           if (err.code !== 'ESTATE') throw err; // already resolved with another fault on its page
         });
@@ -75,7 +75,7 @@ describe('uffd-helper on the real kernel', { timeout: 180_000 }, () => {
   test('handshake reports kernel, features and ioctls by name', async () => {
     const c = await startHelper();
     const h = c.hello!;
-    assert.equal(h.protocol, 1);
+    assert.equal(h.protocol, PROTOCOL_VERSION);
     assert.ok(release().startsWith(h.kernel), `kernel ${h.kernel} is the running one (${release()})`);
     assert.ok(h.uffd.available, `userfaultfd available: ${h.uffd.error}`);
     assert.ok(h.uffd.source === 'syscall' || h.uffd.source === 'dev');
@@ -102,7 +102,7 @@ describe('uffd-helper on the real kernel', { timeout: 180_000 }, () => {
     const c = await startHelper();
     await assert.rejects(c.request('run', {}), (e: HelperError) => e.code === 'ESTATE');
     await assert.rejects(c.request('resolve', { seq: 999, how: 'default' }), (e: HelperError) => e.code === 'ESTATE');
-    assert.equal((await c.request('hello', { protocol: 1 })).protocol, 1);
+    assert.equal((await c.request('hello', { protocol: PROTOCOL_VERSION })).protocol, PROTOCOL_VERSION);
   });
 
   test('exactly one missing fault per touched page, each with a thread id and time', async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { HelperClient } from '../../server/core/helperClient';
-import { FaultEvent, HelperEvent, PolicyArgs, ResolvedEvent } from '../../server/protocol/messages';
+import { FaultEvent, faultEvents, HelperEvent, PolicyArgs, ResolvedEvent, unbatched } from '../../server/protocol/messages';
 import { withTimeout } from '../support/waits';
 
 export { withTimeout };
@@ -28,8 +28,8 @@ export class Target {
   constructor(readonly c: HelperClient) {
     c.on('output', (s, d) => { if (s === 'stdout') { this.stdout += d; this.poke(); } });
     c.on('event', (e) => {
-      this.events.push(e);
-      if (e.event === 'fault') this.faults.push(e);
+      this.events.push(...unbatched(e));
+      this.faults.push(...faultEvents(e));
       if (e.event === 'resolved') this.resolved.push(e);
       if (e.event === 'exited') this.exit = { code: e.code, signal: e.signal };
       this.poke();

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { findHelper, HelperClient, HelperError } from '../../server/core/helperClient';
-import { FaultEvent } from '../../server/protocol/messages';
+import { FaultEvent, faultEvents } from '../../server/protocol/messages';
 import { dead, procStatus, Spin, SPIN, uffdVmas, killSpins } from '../support/spin';
 import { until as waitUntil, withTimeout } from '../support/waits';
 
@@ -34,7 +34,7 @@ async function startHelper(helperPath = findHelper()): Promise<{ c: HelperClient
   clients.push(c);
   await withTimeout(c.start(helperPath), 5000, 'the helper handshake');
   const faults: FaultEvent[] = [];
-  c.on('event', (e) => { if (e.event === 'fault') faults.push(e); });
+  c.on('event', (e) => { faults.push(...faultEvents(e)); });
   return { c, faults };
 }
 

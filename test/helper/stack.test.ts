@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { HelperClient, HelperError } from '../../server/core/helperClient';
-import { FaultEvent, HelperEvent, StackBody } from '../../server/protocol/messages';
+import { FaultEvent, faultEvents, HelperEvent, StackBody, unbatched } from '../../server/protocol/messages';
 import { until, withTimeout } from '../support/waits';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -32,8 +32,8 @@ async function helper(): Promise<Run> {
   const run: Run = { c, out: '', faults: [], events: [] };
   c.on('output', (_s, d) => { run.out += d; });
   c.on('event', (e) => {
-    run.events.push(e);
-    if (e.event === 'fault') run.faults.push(e);
+    run.events.push(...unbatched(e));
+    run.faults.push(...faultEvents(e));
   });
   return run;
 }

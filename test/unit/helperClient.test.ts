@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { HelperClient } from '../../server/core/helperClient';
+import { PROTOCOL_VERSION } from '../../server/protocol/messages';
 
 /** A fake helper: answers hello, then writes the given protocol lines and waits for stdin EOF. */
 function fakeHelper(lines: object[]): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'uffd-fake-helper-'));
   const file = path.join(dir, 'helper.js');
-  const hello = { type: 'response', id: 1, ok: true, body: { protocol: 1, helper: 'fake', pid: 0, kernel: 'x', uffd: { available: true } } };
+  const hello = { type: 'response', id: 1, ok: true, body: { protocol: PROTOCOL_VERSION, helper: 'fake', pid: 0, kernel: 'x', uffd: { available: true } } };
   writeFileSync(file, `#!${process.execPath}
 let buf = '';
 process.stdin.on('data', (d) => {

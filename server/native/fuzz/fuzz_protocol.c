@@ -374,7 +374,7 @@ static void start_attached(void)
 static void init(void)
 {
 	const char *mode = getenv("UFFD_FUZZ_MODE");
-	const char *hello = "{\"id\":1,\"cmd\":\"hello\",\"protocol\":1}";
+	const char *hello = "{\"id\":1,\"cmd\":\"hello\",\"protocol\":2}";
 
 	attached_mode = mode && !strcmp(mode, "attached");
 	log_init();
