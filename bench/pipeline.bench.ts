@@ -45,8 +45,25 @@ function cpuMs(pid: number): number {
   }
 }
 
-/** CPU ms of this process's descendants named chromium (browser, renderers, GPU, utilities). */
-function chromiumCpuMs(): number {
+/** CPU ms (user + system) from a /proc/.../stat line, NaN when unreadable. */
+function statCpuMs(file: string): number {
+  try {
+    const st = readFileSync(file, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * CPU of this process's chromium descendants: the whole (every process, threads that ended
+ * included) and per process type (`--type=` of its command line; none: the browser process) and
+ * thread name, e.g. `renderer/Compositor`, to see where a panel's cost goes outside its JS.
+ */
+interface ChromiumCpu { total: number; byThread: Map<string, number> }
+
+function chromiumCpu(): ChromiumCpu {
   const parent = new Map<number, number>();
   const names = new Map<number, string>();
   for (const d of readdirSync('/proc')) {
@@ -57,17 +74,43 @@ function chromiumCpuMs(): number {
       parent.set(Number(d), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
     } catch { /* gone */ }
   }
-  let ms = 0;
+  const out: ChromiumCpu = { total: 0, byThread: new Map() };
   for (const [pid, name] of names) {
     if (!name.startsWith('chrom')) continue;
-    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
-      if (p === process.pid) {
-        ms += cpuMs(pid);
-        break;
-      }
+    let ours = false;
+    for (let p = parent.get(pid); p !== undefined && p > 1 && !ours; p = parent.get(p)) ours = p === process.pid;
+    if (!ours) continue;
+    const ms = statCpuMs(`/proc/${pid}/stat`);
+    if (Number.isNaN(ms)) continue;
+    out.total += ms;
+    let type = 'browser';
+    try {
+      const m = /--type=([\w-]+)/.exec(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '));
+      if (m) type = m[1];
+    } catch { /* gone */ }
+    let tasks: string[] = [];
+    try { tasks = readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
+    for (const tid of tasks) {
+      let comm = '?';
+      try { comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(); } catch { /* gone */ }
+      const t = statCpuMs(`/proc/${pid}/task/${tid}/stat`);
+      if (Number.isNaN(t)) continue;
+      // Numbered pool threads (ThreadPoolForeg, CompositorTileW…) are summed by name.
+      const key = `${type}/${comm.replace(/\d+$/, '')}`;
+      out.byThread.set(key, (out.byThread.get(key) ?? 0) + t);
     }
   }
-  return ms;
+  return out;
+}
+
+/** CPU ms per thread key between two samples; threads that ended in between count in total only. */
+function cpuSince(a: ChromiumCpu, b: ChromiumCpu): ChromiumCpu {
+  const byThread = new Map<string, number>();
+  for (const [k, v] of b.byThread) {
+    const d = v - (a.byThread.get(k) ?? 0);
+    if (d > 0) byThread.set(k, d);
+  }
+  return { total: b.total - a.total, byThread };
 }
 
 const cpuOfThisProcess = () => {
@@ -82,10 +125,16 @@ async function helperAlone(): Promise<Run> {
   let tFirst = 0;
   let tLast = 0;
   const t0 = process.hrtime.bigint();
+  // Every fault reaches this process and is parsed, as the adapter gets them: in the helper's
+  // `faults` batches (checked by HelperClient), times added up from the batch's steps.
   const done = new Promise<void>((resolve) => c.on('event', (e) => {
-    if (e.event === 'fault') {
-      if (!faults++) tFirst = e.t;
-      tLast = e.t;
+    if (e.event === 'faults') {
+      let t = 0;
+      for (const dt of e.t) {
+        t += dt;
+        if (!faults++) tFirst = t;
+      }
+      tLast = t;
     }
     if (e.event === 'exited') resolve();
   }));
@@ -118,6 +167,8 @@ interface PipelineRun extends Run {
   paintedMs: number;
   /** CPU ms during the run: the adapter, the browser (all its processes), this process (as VS Code and the extension host). */
   cpu: { adapter: number; browser: number; client: number };
+  /** The browser's CPU ms by process type and thread. */
+  browserThreads: Map<string, number>;
 }
 
 async function throughPipeline(harness: Harness, browser: Harness, origin: string): Promise<PipelineRun> {
@@ -163,7 +214,7 @@ async function throughPipeline(harness: Harness, browser: Harness, origin: strin
     await cdp.send('Profiler.enable');
     await cdp.send('Profiler.start');
   }
-  const browserCpu0 = chromiumCpuMs();
+  const browserCpu0 = chromiumCpu();
   const clientCpu0 = cpuOfThisProcess();
   const t0 = performance.now();
   const exited = dc.waitForEvent('exited');
@@ -183,14 +234,15 @@ async function throughPipeline(harness: Harness, browser: Harness, origin: strin
   if (cdp) writeFileSync(process.env.PROFILE_PANEL!, JSON.stringify((await cdp.send('Profiler.stop')).profile));
   const atPanel = await panel.page.evaluate(() => window.__timeline.stats().events);
   const maxSeq = Math.max(...seqs);
+  const browserCpu = cpuSince(browserCpu0, chromiumCpu());
   const cpu = { adapter: cpuMs((dc as unknown as { _adapterProcess: { pid: number } })._adapterProcess.pid),
-    browser: chromiumCpuMs() - browserCpu0, client: cpuOfThisProcess() - clientCpu0 };
+    browser: browserCpu.total, client: cpuOfThisProcess() - clientCpu0 };
   await dc.stop();
   await panel.page.close();
   const lossless = (atAdapter === atPanel || !!process.env.NO_PANEL) && seqs.size === maxSeq && atAdapter === maxSeq && !invalid;
   if (invalid) console.log(`  ${invalid} batches failed the panel's check`);
   return { faults: atAdapter, ms, rate: rateOf(atAdapter, tFirst, tLast), atPanel, lossless,
-    batchesMs: lastBatch - firstBatch, paintedMs, cpu };
+    batchesMs: lastBatch - firstBatch, paintedMs, cpu, browserThreads: browserCpu.byThread };
 }
 
 async function main(): Promise<void> {
@@ -221,6 +273,8 @@ async function main(): Promise<void> {
     const us = (x: number) => `${(x * 1000 / p.faults).toFixed(1)} µs`;
     console.log(`    CPU per fault: adapter ${us(p.cpu.adapter)} (whole process, start-up included), browser ` +
       `${us(p.cpu.browser)}, this process as VS Code + extension host ${us(p.cpu.client)}`);
+    const top = [...p.browserThreads].sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= p.cpu.browser * 0.02);
+    console.log(`    browser CPU per fault by process/thread: ${top.map(([k, v]) => `${k} ${us(v)}`).join(', ')}`);
     cpus.push(p.cpu);
     console.log(`  helper alone:            ${perS(after)}`);
     console.log(`  ratio (pipeline rate)/(helper alone rate, mean of the runs either side) ${ratio.toFixed(2)}`);

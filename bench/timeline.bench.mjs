@@ -160,7 +160,7 @@ try {
     const ren = median(xs.map((x) => x.render));
     results[`live${at}`] = ing + ren;
     console.log(`  live append at ${Number(at).toLocaleString()} faults   ${ms(ing + ren)} per ${BATCH}-event batch ` +
-      `(ingest ${ms(ing)}, bin+draw ${ms(ren)}; live draws at most 4/s, fewer when a frame costs more)`);
+      `(ingest ${ms(ing)}, bin+draw ${ms(ren)}; live draws at most 2/s, fewer when a frame costs more)`);
   }
   const heap = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0);
   if (heap) console.log(`  JS heap (store + the bench's JSON chunks)  ${(heap / 2 ** 20).toFixed(0)} MiB`);

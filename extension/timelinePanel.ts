@@ -59,6 +59,9 @@ export class TimelinePanel {
     });
     this.disposables.push(
       w.onDidReceiveMessage((m) => this.onMessage(m)),
+      // A hidden panel (kept alive) stores what arrives and draws it once shown: no CPU spent
+      // drawing what nobody sees while the program runs.
+      this.panel.onDidChangeViewState((e) => this.postVisibility(e.webviewPanel.visible)),
       this.panel.onDidDispose(() => this.dispose()),
     );
   }
@@ -87,6 +90,10 @@ export class TimelinePanel {
     if (this.ready) void this.panel.webview.postMessage(m);
   }
 
+  private postVisibility(visible: boolean): void {
+    if (this.ready) void this.panel.webview.postMessage({ type: 'visibility', visible } satisfies ToPanel);
+  }
+
   private async onMessage(m: unknown): Promise<void> {
     if (!isFromPanel(m)) {
       this.log.appendLine(`timeline: dropped an invalid message from the panel (${fromPanelProblem(m)})`);
@@ -95,6 +102,7 @@ export class TimelinePanel {
     switch (m.type) {
       case 'ready': {
         this.ready = true;
+        this.postVisibility(this.panel.visible);
         void this.panel.webview.postMessage({ type: 'reset' } satisfies ToPanel);
         for (const q of this.history) void this.panel.webview.postMessage(q);
         break;

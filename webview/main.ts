@@ -27,14 +27,17 @@ const SHAPES_MAX = 20000;
 const CELL = 2;
 /**
  * Redraws for arriving data (not for the user's zoom, pan or clicks, drawn at once) come at most
- * every LIVE_MIN_INTERVAL_MS, and at most one frame's JS cost in LIVE_COST_SHARE of the time
- * (the browser's raster roughly doubles it): the panel shares the CPU with the debugged program,
- * the helper and the adapter while faults stream. Never further apart than LIVE_MAX_INTERVAL_MS.
+ * every LIVE_MIN_INTERVAL_MS, and further apart when a frame costs more than LIVE_COST_SHARE of
+ * the time between them (never further than LIVE_MAX_INTERVAL_MS): the panel shares the CPU with
+ * the debugged program, the helper and the adapter while faults stream. A frame's cost is taken
+ * from its start to the first task after it, so the browser's paint and canvas raster count, not
+ * only our JS (with software rendering they cost as much again).
  */
-const LIVE_MIN_INTERVAL_MS = 250;
+const LIVE_MIN_INTERVAL_MS = 500;
 const LIVE_MAX_INTERVAL_MS = 1000;
-const LIVE_COST_SHARE = 1 / 10;
-/** Side panels (page map, histogram, threads) redraw at most this often while data arrives. */
+const LIVE_COST_SHARE = 1 / 20;
+/** Side panels (page map, histogram, threads, rates) redraw at most this often while data arrives,
+ * less often when their JS costs more than LIVE_COST_SHARE of the time. */
 const SIDE_MIN_INTERVAL_MS = 1000;
 /** Sessions up to this size are kept in the webview state (as CSV) across hide/show. */
 const SNAPSHOT_MAX = 5000;
@@ -50,7 +53,7 @@ let seenTMax = 0;
 let seenBands = 0;
 
 const drawn = { missing: 0, wp: 0, minor: 0, resolutions: 0, nc: 0, held: 0, stuck: 0, visible: 0, mode: 'shapes' };
-const timings = { ingestMs: 0, binMs: 0, renderMs: 0, renders: 0 };
+const timings = { ingestMs: 0, binMs: 0, renderMs: 0, frameMs: 0, renders: 0, sideRenders: 0 };
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -136,6 +139,10 @@ window.addEventListener('message', (ev: MessageEvent) => {
     case 'reset': resetAll(); break;
     case 'import': importText(msg.format, msg.text); break;
     case 'theme': applyTheme(); break;
+    case 'visibility':
+      hiddenByHost = !msg.visible;
+      visibilityChanged();
+      break;
   }
 });
 
@@ -194,17 +201,33 @@ let chart: Chart<'scatter'>;
 let renderQueued = false;
 /** A live redraw waiting for its turn (requestRender(false)). */
 let liveTimer: ReturnType<typeof setTimeout> | null = null;
-let lastRender = 0;
+let lastRender = -Infinity;
 let drawnVersion = -1;
 let sideVersion = -1;
-let lastSide = 0;
+let lastSide = -Infinity;
+/** Side panels waiting for their turn (their data changed since they were drawn). */
+let sideTimer: ReturnType<typeof setTimeout> | null = null;
+let sideQueued = false;
+/** JS cost of the last side-panel redraw, ms. */
+let sideCost = 0;
+/** Smoothed cost of a frame (JS, paint and raster), ms. */
+let frameCost = 0;
+/** The extension said the panel is hidden (another editor tab in front), or the page is. */
+let hiddenByHost = false;
 const frameWaiters: (() => void)[] = [];
 
+const isHidden = () => hiddenByHost || document.visibilityState === 'hidden';
+
+/** Nothing scheduled: a hidden panel draws what it stored when it is shown again. */
+function idle(): boolean {
+  return !renderQueued && !liveTimer && !sideQueued && !sideTimer;
+}
+
 function requestRender(urgent: boolean): void {
-  if (renderQueued) return;
+  if (renderQueued || isHidden()) return;
   if (!urgent) {
     if (liveTimer) return;
-    const interval = Math.min(LIVE_MAX_INTERVAL_MS, Math.max(LIVE_MIN_INTERVAL_MS, timings.renderMs / LIVE_COST_SHARE));
+    const interval = Math.min(LIVE_MAX_INTERVAL_MS, Math.max(LIVE_MIN_INTERVAL_MS, frameCost / LIVE_COST_SHARE));
     const wait = lastRender + interval - performance.now();
     if (wait > 0) {
       liveTimer = setTimeout(() => {
@@ -223,9 +246,35 @@ function requestRender(urgent: boolean): void {
   requestAnimationFrame(render);
 }
 
+/**
+ * Measures the frame begun at t0 (in a requestAnimationFrame callback): a task posted now runs
+ * once the browser has painted and committed it, canvas raster included.
+ */
+const frameEnd = new MessageChannel();
+let frameStart = -1;
+frameEnd.port1.onmessage = () => {
+  if (frameStart < 0) return;
+  const ms = performance.now() - frameStart;
+  frameStart = -1;
+  timings.frameMs = ms;
+  frameCost = frameCost ? 0.7 * frameCost + 0.3 * ms : ms;
+  if (idle()) settled();
+};
+
+function measureFrame(t0: number): void {
+  if (frameStart >= 0) return; // one at a time
+  frameStart = t0;
+  frameEnd.port2.postMessage(null);
+}
+
 function render(): void {
   renderQueued = false;
+  if (isHidden()) {
+    settled();
+    return;
+  }
   const t0 = performance.now();
+  lastRender = t0;
   chart.options.scales!.x!.min = view.x0;
   chart.options.scales!.x!.max = view.x1;
   chart.options.scales!.y!.min = view.y0;
@@ -234,22 +283,79 @@ function render(): void {
   (chart.options.scales!.x as { title: { text: string } }).title.text = `time since first fault (${unit.name})`;
   chart.update('none');
   drawOverview();
-  const now = performance.now();
-  if (sideVersion !== store.version && (now - lastSide > SIDE_MIN_INTERVAL_MS || store.n < 5000)) {
-    sideVersion = store.version;
-    lastSide = now;
-    updateSide();
-  } else if (sideVersion !== store.version) {
-    requestRender(false);
-  }
   drawnVersion = store.version;
+  if (sideVersion !== store.version) drawSideWhenDue(t0);
   timings.renderMs = performance.now() - t0;
   timings.renders++;
-  lastRender = performance.now();
-  if (frameWaiters.length) {
-    const ws = frameWaiters.splice(0);
-    requestAnimationFrame(() => ws.forEach((w) => w()));
+  measureFrame(t0);
+  if (idle()) settled();
+}
+
+/**
+ * Side panels follow the data at most every SIDE_MIN_INTERVAL_MS (small sessions at once): with
+ * the chart's next redraw, or in a frame of their own when no redraw of the chart is coming.
+ */
+function drawSideWhenDue(now: number): void {
+  const wait = store.n < 5000 ? 0 : lastSide + Math.max(SIDE_MIN_INTERVAL_MS, sideCost / LIVE_COST_SHARE) - now;
+  if (wait <= 0) {
+    if (sideTimer) {
+      clearTimeout(sideTimer);
+      sideTimer = null;
+    }
+    drawSide();
+  } else if (!sideTimer) {
+    sideTimer = setTimeout(() => {
+      sideTimer = null;
+      // A redraw of the chart on its way draws them too: one frame (and one commit) for both.
+      if (isHidden() || sideVersion === store.version || liveTimer || renderQueued) {
+        if (idle()) settled();
+        return;
+      }
+      sideQueued = true;
+      requestAnimationFrame(() => {
+        sideQueued = false;
+        if (!isHidden() && sideVersion !== store.version) {
+          const t0 = performance.now();
+          drawSide();
+          measureFrame(t0);
+        }
+        if (idle()) settled();
+      });
+    }, wait);
   }
+}
+
+function drawSide(): void {
+  sideVersion = store.version;
+  lastSide = performance.now();
+  timings.sideRenders++;
+  updateSide();
+  sideCost = performance.now() - lastSide;
+}
+
+/** Everything received is drawn (or waits for the panel to be shown): wake frame() waiters. */
+function settled(): void {
+  if (!frameWaiters.length) return;
+  const ws = frameWaiters.splice(0);
+  requestAnimationFrame(() => ws.forEach((w) => w()));
+}
+
+/** Whether the panel was hidden when last looked at (a page may also start hidden). */
+let hiddenNow = document.visibilityState === 'hidden';
+
+/** Hidden: stop drawing (the store keeps taking events); shown again: draw what arrived meanwhile. */
+function visibilityChanged(): void {
+  const h = isHidden();
+  if (h === hiddenNow) return;
+  hiddenNow = h;
+  if (!h) {
+    requestRender(true);
+    return;
+  }
+  if (liveTimer) clearTimeout(liveTimer);
+  if (sideTimer) clearTimeout(sideTimer);
+  liveTimer = sideTimer = null;
+  settled();
 }
 
 function timeUnit(spanNs: number): { name: string; div: number } {
@@ -795,8 +901,6 @@ function drawPageMap(): void {
   ctx.font = `11px ${pal.font}`;
   ctx.textBaseline = 'top';
   const fills = pal.states.map((c) => css(c));
-  // A cell covering several pages shows the most eventful state among them.
-  const prio = [0, 8, 2, 3, 4, 5, 6, 7, 1];
   for (const L of pmLayout) {
     const g = store.regions[L.r];
     ctx.fillStyle = css(pal.fg, 0.9);
@@ -808,12 +912,7 @@ function drawPageMap(): void {
     const ncell = Math.ceil(st.length / L.per);
     const cellState = new Uint8Array(ncell);
     const present = new Uint8Array(fills.length);
-    for (let c = 0; c < ncell; c++) {
-      let s = st[c * L.per];
-      for (let p = c * L.per + 1; p < Math.min(st.length, (c + 1) * L.per); p++) if (prio[st[p]] > prio[s]) s = st[p];
-      cellState[c] = s;
-      present[s] = 1;
-    }
+    cellStates(st, L.per, cellState, present);
     // One colour at a time: setting fillStyle parses the colour, thousands of times otherwise.
     for (let s = 0; s < fills.length; s++) {
       if (!present[s]) continue;
@@ -822,6 +921,25 @@ function drawPageMap(): void {
         if (cellState[c] === s) ctx.fillRect((c % L.cols) * L.cell, L.top + Math.floor(c / L.cols) * L.cell, L.cell - gap, L.cell - gap);
       }
     }
+  }
+}
+
+/** A cell covering several pages shows the most eventful state among them. */
+const STATE_PRIO = Uint8Array.from([0, 8, 2, 3, 4, 5, 6, 7, 1]);
+
+/**
+ * The state each page-map cell shows, and which states occur. Its own function: inside
+ * drawPageMap this loop over up to millions of pages ran as on-stack-replaced code that V8
+ * discarded at the end of every call (seen with --trace-deopt), so mostly unoptimized.
+ */
+function cellStates(st: Uint8Array, per: number, out: Uint8Array, present: Uint8Array): void {
+  const n = st.length;
+  for (let c = 0, p0 = 0; p0 < n; c++, p0 += per) {
+    let s = st[p0];
+    const end = Math.min(n, p0 + per);
+    for (let p = p0 + 1; p < end; p++) if (STATE_PRIO[st[p]] > STATE_PRIO[s]) s = st[p];
+    out[c] = s;
+    present[s] = 1;
   }
 }
 
@@ -1155,6 +1273,7 @@ function setupInput(): void {
     if (f) readFile(f);
   });
   window.addEventListener('resize', () => requestRender(true));
+  document.addEventListener('visibilitychange', visibilityChanged);
   // VS Code swaps the body's theme class when the colour theme changes.
   new MutationObserver(() => applyTheme()).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 }
@@ -1190,6 +1309,7 @@ function stats() {
     chartArea: { ...chart.chartArea },
     selected: selected >= 0 ? store.seq[selected] : null,
     timings: { ...timings },
+    hidden: isHidden(),
     drawnVersion,
     version: store.version,
   };
@@ -1205,7 +1325,7 @@ const hook: TimelineHook = {
   },
   frame() {
     return new Promise<void>((res) => {
-      if (renderQueued || liveTimer) frameWaiters.push(res);
+      if (!idle()) frameWaiters.push(res);
       else requestAnimationFrame(() => requestAnimationFrame(() => res()));
     });
   },

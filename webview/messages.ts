@@ -10,6 +10,8 @@
 //   {type:'reset'}                                            forget the session
 //   {type:'import', format:'trace'|'csv', text}               show an exported session
 //   {type:'theme'}                                            re-read the theme's colours
+//   {type:'visibility', visible}                              the panel was hidden or shown: a hidden
+//                                                             panel stores events and draws nothing
 // panel → extension
 //   {type:'ready'}                       the panel (re)started: answer with reset + every event of
 //                                        the session so far (the panel keeps only its view,
@@ -59,7 +61,8 @@ export type ToPanel =
   | { type: 'events'; batch: TimelineBatch }
   | { type: 'reset' }
   | { type: 'import'; format: 'trace' | 'csv'; text: string }
-  | { type: 'theme' };
+  | { type: 'theme' }
+  | { type: 'visibility'; visible: boolean };
 
 export type FromPanel =
   | { type: 'ready' }
@@ -193,6 +196,8 @@ export function toPanelProblem(v: unknown): string | null {
     case 'reset':
     case 'theme':
       return null;
+    case 'visibility':
+      return typeof v.visible === 'boolean' ? null : 'visibility without a boolean visible';
     case 'import':
       if (v.format !== 'trace' && v.format !== 'csv') return `import format '${String(v.format)}'`;
       if (typeof v.text !== 'string') return 'import text is not a string';

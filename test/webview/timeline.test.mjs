@@ -108,6 +108,8 @@ describe('timeline messages (shared with the extension)', () => {
     assert.match(bad({ otherAt: [batch.seq.length + 1] }), /other/);
     assert.match(toPanelProblem({ type: 'events', batch: session.slice(0, 10) }), /list of events, not a batch of columns/);
     assert.equal(toPanelProblem({ type: 'reset' }), null);
+    assert.equal(toPanelProblem({ type: 'visibility', visible: false }), null);
+    assert.match(toPanelProblem({ type: 'visibility', visible: 'no' }), /visibility/);
     assert.equal(toPanelProblem({ type: 'import', format: 'csv', text: '' }), null);
     assert.match(toPanelProblem({ type: 'import', format: 'pdf', text: '' }), /format/);
     assert.match(toPanelProblem({ type: 'nope' }), /unknown type/);
@@ -518,6 +520,60 @@ describe('timeline webview', { timeout: 180000 }, () => {
     await p.page.keyboard.press('s');
     await settle(p);
     assert.match(await p.page.textContent('#details'), /stuck\s*read by the handler, waited 312 ms when reported, resolved later/);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('stores everything while hidden, draws nothing, and draws it all when shown again', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await p.frame();
+    await p.send({ type: 'visibility', visible: false });
+    const before = await p.stats();
+    assert.equal(before.hidden, true);
+    for (const m of eventMessages(session, 300)) await p.send(m);
+    // A hidden panel schedules nothing: frame() returns at once, with every event stored.
+    await p.frame();
+    const hidden = await p.stats();
+    assert.equal(hidden.events, faults.length, 'every fault reached the store');
+    assert.equal(hidden.timings.renders, before.timings.renders, 'no chart frame while hidden');
+    assert.equal(hidden.timings.sideRenders, before.timings.sideRenders, 'no side-panel frame while hidden');
+    assert.notEqual(hidden.drawnVersion, hidden.version);
+    await p.send({ type: 'visibility', visible: true });
+    await settle(p);
+    const shown = await p.stats();
+    assert.equal(shown.hidden, false);
+    assert.equal(shown.drawn.visible, faults.length, 'shown: every fault drawn');
+    assert.equal(shown.drawn.held, pendingHeld.length);
+    const px = await saturatedPerBand(p);
+    assert.ok(px[0] > 50 && px[2] > 50 && px[3] > 50, `marks in the bands with faults: ${px}`);
+    assert.ok(shown.timings.sideRenders > hidden.timings.sideRenders, 'side panels drawn on show');
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('redraws a few times per second at most while faults stream in', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await p.frame();
+    const big = genSession(40000, 11);
+    const msgs = eventMessages(big, 1000);
+    const before = await p.stats();
+    const t0 = Date.now();
+    // As the adapter sends them, only faster: a batch every 50 ms.
+    for (const m of msgs) {
+      await p.send(m);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const secs = (Date.now() - t0) / 1000;
+    const s = await p.stats();
+    assert.equal(s.events, 40000);
+    const renders = s.timings.renders - before.timings.renders;
+    const side = s.timings.sideRenders - before.timings.sideRenders;
+    assert.ok(renders >= 2, `the view follows the data: ${renders} redraws in ${secs.toFixed(1)} s`);
+    assert.ok(renders <= secs * 2 + 2, `at most 2 chart redraws a second: ${renders} in ${secs.toFixed(1)} s`);
+    // Side panels follow every redraw while the session is small (< 5,000 faults), then once a second.
+    assert.ok(side <= 5 + secs + 2, `side panels at most once a second: ${side} in ${secs.toFixed(1)} s`);
+    await settle(p);
+    assert.equal((await p.stats()).drawn.visible, 40000);
     await clean(p);
     await p.page.close();
   });
