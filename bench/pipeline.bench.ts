@@ -3,10 +3,15 @@
 // rate at each end and checks nothing was lost (every seq from 1 to the last arrives once).
 // Compared in the same run with the same program under the helper alone (no adapter, no panel),
 // by the program's fault rate from the helper's own fault timestamps, in alternating runs.
-//   node --import tsx bench/pipeline.bench.ts [--pages N] [--rounds N]
+// Two placements: "shared", every process where the scheduler puts it on this 2-vCPU machine (the
+// panel's CPU is then taken from the program), and "separate", the program and the helper on
+// vCPU 0, the client side (adapter, browser, this process) on vCPU 1, as on a machine with a core
+// to spare for the editor: there the ratio says whether the pipeline keeps up with the helper.
+//   node --import tsx bench/pipeline.bench.ts [--pages N] [--rounds N] [--placement shared|separate|both]
 // NO_PANEL=1 stops at the adapter (no browser), to tell the adapter's cost from the panel's.
 // PROFILE_ADAPTER=DIR writes a CPU profile of the adapter there (node --cpu-prof), PROFILE_PANEL=FILE
 // one of the panel's page (devtools protocol) during the run.
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -118,9 +123,20 @@ const cpuOfThisProcess = () => {
   return (u.user + u.system) / 1000;
 };
 
+/** In the separate placement: the helper (and so the program it starts) pinned to vCPU 0. */
+let pinnedHelper: string | undefined;
+
+function pinHelperWrapper(): string {
+  const sh = path.join(mkdtempSync(path.join(tmpdir(), 'uffd-bench-')), 'helper-on-cpu0');
+  const helper = path.join(root, 'server', 'native', 'bin', 'uffd-helper');
+  writeFileSync(sh, `#!/bin/sh\nexec taskset -c 0 '${helper}' "$@"\n`);
+  chmodSync(sh, 0o755);
+  return sh;
+}
+
 async function helperAlone(): Promise<Run> {
   const c = new HelperClient();
-  await c.start();
+  await c.start(pinnedHelper);
   let faults = 0;
   let tFirst = 0;
   let tLast = 0;
@@ -245,28 +261,33 @@ async function throughPipeline(harness: Harness, browser: Harness, origin: strin
     batchesMs: lastBatch - firstBatch, paintedMs, cpu, browserThreads: browserCpu.byThread };
 }
 
-async function main(): Promise<void> {
-  const r = process.argv.indexOf('--rounds');
-  const rounds = r > 0 ? Number(process.argv[r + 1]) : 3;
-  const harness = await import('../test/webview/harness.mjs' as string);
-  const server = await harness.startServer();
+interface PlacementResult { ratios: number[]; lossless: boolean; cpus: PipelineRun['cpu'][]; aloneRates: number[];
+  mainThreadUs: number[]; faults: number[] }
+
+async function placement(harness: Harness, origin: string, rounds: number, name: 'shared' | 'separate'): Promise<PlacementResult> {
+  if (name === 'separate') {
+    // This process and all it starts from now on (browser, adapter) on vCPU 1; the helper and
+    // the program through the wrapper on vCPU 0 (the adapter finds it through UFFD_HELPER).
+    execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
+    pinnedHelper = pinHelperWrapper();
+    process.env.UFFD_HELPER = pinnedHelper;
+  }
   const browser = await harness.launchBrowser();
   const perS = (x: Run) => `${x.faults} faults in ${x.ms.toFixed(0)} ms, program at ${x.rate.toFixed(0)} faults/s`;
-  console.log(`timeline pipeline, touch ${args.join(' ')}${process.env.NO_PANEL ? ' (NO_PANEL: adapter only)' : ''}`);
-  console.log(`load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (2 cores shared with other work: ` +
-    'runs alternate, each pipeline run is compared with the helper-alone runs either side)');
+  console.log(`placement ${name}: ${name === 'shared' ? 'as the scheduler places every process' :
+    'program + helper on vCPU 0, adapter + browser + this process on vCPU 1'}`);
   // Alternating runs: alone, pipeline, alone, ... so a change in the machine's load shows.
   let before = await helperAlone();
   console.log(`  helper alone:            ${perS(before)}`);
-  const ratios: number[] = [];
-  const cpus: PipelineRun['cpu'][] = [];
-  let allLossless = true;
+  const out: PlacementResult = { ratios: [], lossless: true, cpus: [], aloneRates: [before.rate], mainThreadUs: [],
+    faults: [] };
   for (let k = 0; k < rounds; k++) {
-    const p = await throughPipeline(harness, browser, server.origin);
+    const p = await throughPipeline(harness, browser, origin);
     const after = await helperAlone();
     const ratio = p.rate / ((before.rate + after.rate) / 2);
-    ratios.push(ratio);
-    allLossless &&= p.lossless;
+    out.ratios.push(ratio);
+    out.aloneRates.push(after.rate);
+    out.lossless &&= p.lossless;
     console.log(`  through adapter + panel: ${perS(p)} (batches over ${p.batchesMs.toFixed(0)} ms; all painted ` +
       `${p.paintedMs.toFixed(0)} ms after launch); counts: adapter ${p.faults}, panel ${p.atPanel} -> ` +
       `${p.lossless ? 'no loss' : 'LOSS'}`);
@@ -275,22 +296,55 @@ async function main(): Promise<void> {
       `${us(p.cpu.browser)}, this process as VS Code + extension host ${us(p.cpu.client)}`);
     const top = [...p.browserThreads].sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= p.cpu.browser * 0.02);
     console.log(`    browser CPU per fault by process/thread: ${top.map(([k, v]) => `${k} ${us(v)}`).join(', ')}`);
-    cpus.push(p.cpu);
+    out.cpus.push(p.cpu);
+    out.faults.push(p.faults);
+    out.mainThreadUs.push(((p.browserThreads.get('renderer/CrRendererMain') ?? NaN) * 1000) / p.faults);
     console.log(`  helper alone:            ${perS(after)}`);
     console.log(`  ratio (pipeline rate)/(helper alone rate, mean of the runs either side) ${ratio.toFixed(2)}`);
     before = after;
   }
   await browser.close();
+  return out;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2;
+};
+
+async function main(): Promise<void> {
+  const r = process.argv.indexOf('--rounds');
+  const rounds = r > 0 ? Number(process.argv[r + 1]) : 3;
+  const pl = process.argv.indexOf('--placement');
+  const which = pl > 0 ? process.argv[pl + 1] : 'both';
+  if (!['shared', 'separate', 'both'].includes(which)) throw new Error('--placement takes shared, separate or both');
+  const harness = await import('../test/webview/harness.mjs' as string);
+  const server = await harness.startServer();
+  console.log(`timeline pipeline, touch ${args.join(' ')}${process.env.NO_PANEL ? ' (NO_PANEL: adapter only)' : ''}`);
+  console.log(`load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (runs alternate, each pipeline ` +
+    'run is compared with the helper-alone runs either side)');
+  const results = new Map<string, PlacementResult>();
+  // Shared first: pinning this process to vCPU 1 cannot be undone for its children.
+  for (const name of ['shared', 'separate'] as const) {
+    if (which === name || which === 'both') results.set(name, await placement(harness, server.origin, rounds, name));
+  }
   await server.close();
-  const sorted = [...ratios].sort((a, b) => a - b);
-  const med = (sorted[(sorted.length - 1) >> 1] + sorted[sorted.length >> 1]) / 2;
   console.log(`load average at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`result: ratios ${ratios.map((x) => x.toFixed(2)).join(', ')} (median ${med.toFixed(2)}; target ≥ 0.95: ` +
-    `${med >= 0.95 ? 'met' : 'MISSED'}), ${allLossless ? 'no event lost' : 'EVENTS LOST'}`);
-  const medOf = (f: (c: PipelineRun['cpu']) => number) => cpus.map(f).sort((a, b) => a - b)[cpus.length >> 1];
-  console.log(`CPU of the pipeline (median ms per run, less sensitive to other load than the rates): adapter ` +
-    `${medOf((c) => c.adapter).toFixed(0)}, browser ${medOf((c) => c.browser).toFixed(0)}, VS Code stand-in ` +
-    `${medOf((c) => c.client).toFixed(0)}`);
+  for (const [name, res] of results) {
+    const med = median(res.ratios);
+    console.log(`result, ${name}: ratios ${res.ratios.map((x) => x.toFixed(2)).join(', ')} (median ${med.toFixed(2)}; ` +
+      `target ≥ 0.95: ${med >= 0.95 ? 'met' : 'MISSED'}), ${res.lossless ? 'no event lost' : 'EVENTS LOST'}`);
+    const medOf = (f: (c: PipelineRun['cpu']) => number) => median(res.cpus.map(f));
+    console.log(`  CPU of the pipeline (median ms per run): adapter ${medOf((c) => c.adapter).toFixed(0)}, browser ` +
+      `${medOf((c) => c.browser).toFixed(0)}, VS Code stand-in ${medOf((c) => c.client).toFixed(0)}`);
+    // Each stage is one thread of work per fault: its CPU per fault bounds the rate it can carry.
+    const faults = median(res.faults);
+    const stage = (ms: number) => faults / (ms / 1000);
+    const mainUs = median(res.mainThreadUs);
+    console.log(`  rate each stage could carry at its measured CPU per fault (faults/s): adapter ` +
+      `${stage(medOf((c) => c.adapter)).toFixed(0)}, panel main thread ${(1e6 / mainUs).toFixed(0)}, VS Code stand-in ` +
+      `${stage(medOf((c) => c.client)).toFixed(0)}; helper alone ran at ${median(res.aloneRates).toFixed(0)} (median)`);
+  }
 }
 
 main().catch((e) => {
