@@ -11,7 +11,7 @@
 // NO_PANEL=1 stops at the adapter (no browser), to tell the adapter's cost from the panel's.
 // PROFILE_ADAPTER=DIR writes a CPU profile of the adapter there (node --cpu-prof), PROFILE_PANEL=FILE
 // one of the panel's page (devtools protocol) during the run.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -249,7 +249,8 @@ async function throughPipeline(harness: Harness, browser: Harness, origin: strin
   const paintedMs = performance.now() - t0;
   if (cdp) writeFileSync(process.env.PROFILE_PANEL!, JSON.stringify((await cdp.send('Profiler.stop')).profile));
   const atPanel = await panel.page.evaluate(() => window.__timeline.stats().events);
-  const maxSeq = Math.max(...seqs);
+  let maxSeq = 0;
+  for (const q of seqs) if (q > maxSeq) maxSeq = q;
   const browserCpu = cpuSince(browserCpu0, chromiumCpu());
   const cpu = { adapter: cpuMs((dc as unknown as { _adapterProcess: { pid: number } })._adapterProcess.pid),
     browser: browserCpu.total, client: cpuOfThisProcess() - clientCpu0 };
@@ -262,7 +263,7 @@ async function throughPipeline(harness: Harness, browser: Harness, origin: strin
 }
 
 interface PlacementResult { ratios: number[]; lossless: boolean; cpus: PipelineRun['cpu'][]; aloneRates: number[];
-  mainThreadUs: number[]; faults: number[] }
+  mainThreadUs: number[]; faults: number[]; busyLoop?: number[] }
 
 async function placement(harness: Harness, origin: string, rounds: number, name: 'shared' | 'separate'): Promise<PlacementResult> {
   if (name === 'separate') {
@@ -298,12 +299,28 @@ async function placement(harness: Harness, origin: string, rounds: number, name:
     console.log(`    browser CPU per fault by process/thread: ${top.map(([k, v]) => `${k} ${us(v)}`).join(', ')}`);
     out.cpus.push(p.cpu);
     out.faults.push(p.faults);
-    out.mainThreadUs.push(((p.browserThreads.get('renderer/CrRendererMain') ?? NaN) * 1000) / p.faults);
+    out.mainThreadUs.push(((p.browserThreads.get('renderer/chromium') ?? NaN) * 1000) / p.faults);
     console.log(`  helper alone:            ${perS(after)}`);
     console.log(`  ratio (pipeline rate)/(helper alone rate, mean of the runs either side) ${ratio.toFixed(2)}`);
     before = after;
   }
   await browser.close();
+  if (name === 'separate') {
+    // Control: the same helper-alone run with vCPU 1 kept busy by a loop that neither faults nor
+    // talks to anything. On this VM a busy vCPU slows page faults on the other one; this says by
+    // how much, to compare with the pipeline's ratio.
+    const busy: number[] = [];
+    for (let k = 0; k < 2; k++) {
+      const loop = spawn('taskset', ['-c', '1', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+      const withLoop = await helperAlone();
+      loop.kill();
+      const plain = await helperAlone();
+      busy.push(withLoop.rate / plain.rate);
+      console.log(`  helper alone, vCPU 1 busy in a loop: ${perS(withLoop)}; then idle: ${perS(plain)}; ratio ` +
+        `${(withLoop.rate / plain.rate).toFixed(2)}`);
+    }
+    out.busyLoop = busy;
+  }
   return out;
 }
 
@@ -344,6 +361,10 @@ async function main(): Promise<void> {
     console.log(`  rate each stage could carry at its measured CPU per fault (faults/s): adapter ` +
       `${stage(medOf((c) => c.adapter)).toFixed(0)}, panel main thread ${(1e6 / mainUs).toFixed(0)}, VS Code stand-in ` +
       `${stage(medOf((c) => c.client)).toFixed(0)}; helper alone ran at ${median(res.aloneRates).toFixed(0)} (median)`);
+    if (res.busyLoop) {
+      console.log(`  control: the helper alone with vCPU 1 busy in a plain loop ran at ratio ` +
+        `${res.busyLoop.map((x) => x.toFixed(2)).join(', ')} of its idle-vCPU rate`);
+    }
   }
 }
 
