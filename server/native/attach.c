@@ -160,49 +160,48 @@ static void rset_remove(struct rset *set, uint64_t s, uint64_t e)
 
 /* ---- /proc ----------------------------------------------------------------------------- */
 
+struct vma_list {
+	struct vma *v;
+	size_t n, cap;
+};
+
+static int vma_add(const struct maps_line *l, void *arg)
+{
+	struct vma_list *L = arg;
+	struct vma *v;
+	size_t k;
+
+	if (L->n == L->cap) {
+		size_t cap = L->cap ? L->cap * 2 : 64;
+		struct vma *nv = realloc(L->v, cap * sizeof(*nv));
+
+		if (!nv) {
+			pr_perror("attach: reading /proc/PID/maps");
+			return -1;
+		}
+		L->v = nv;
+		L->cap = cap;
+	}
+	v = &L->v[L->n++];
+	*v = (struct vma){ .s = l->s, .e = l->e, .ino = l->ino };
+	memcpy(v->perms, l->perms, sizeof(v->perms));
+	/* Longer names (files deep in a tree) are cut, as the selector compares at most this much. */
+	k = strnlen(l->name, sizeof(v->name) - 1);
+	memcpy(v->name, l->name, k);
+	v->name[k] = 0;
+	return 0;
+}
+
 static int read_maps(pid_t pid, struct vma **out, size_t *nr)
 {
-	char path[64], line[4096];
-	struct vma *v = NULL;
-	size_t n = 0, cap = 0;
-	FILE *f;
+	struct vma_list L = { 0 };
 
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "re");
-	if (!f) {
-		pr_perror("attach: cannot open %s", path);
+	if (maps_for_each(pid, vma_add, &L)) {
+		free(L.v);
 		return -1;
 	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e, ino;
-		struct vma m = { 0 };
-		int off = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*x %*x:%*x %lu %n", &s, &e, m.perms, &ino, &off) < 4)
-			continue;
-		if (off > 0)
-			sscanf(line + off, "%255[^\n]", m.name);
-		m.s = s;
-		m.e = e;
-		m.ino = ino;
-		if (n == cap) {
-			struct vma *nv;
-
-			cap = cap ? cap * 2 : 64;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				pr_perror("attach: reading %s", path);
-				free(v);
-				fclose(f);
-				return -1;
-			}
-			v = nv;
-		}
-		v[n++] = m;
-	}
-	fclose(f);
-	*out = v;
-	*nr = n;
+	*out = L.v;
+	*nr = L.n;
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "faults.h"
 #include "log.h"
+#include "procstat.h"
 #include "output.h"
 #include "session.h"
 #include "tracer.h"
@@ -197,32 +198,16 @@ static int registrable_name(const char *name)
 	       !strncmp(name, "[anon:", 6);
 }
 
+static int register_line(const struct maps_line *m, void *list)
+{
+	if (m->perms[3] == 'p' && m->ino == 0 && registrable_name(m->name))
+		track_register(m->s, m->e, "exec", m->name, list);
+	return 0;
+}
+
 int track_register_maps(pid_t pid, struct jbuf *list)
 {
-	char path[64], line[4096];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "re");
-	if (!f) {
-		pr_perror("cannot open %s", path);
-		return -1;
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e, ino;
-		char perms[8], name[4096] = "";
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*x %*x:%*x %lu %n", &s, &e, perms, &ino, &n) < 4)
-			continue;
-		if (n > 0)
-			sscanf(line + n, "%4095[^\n]", name);
-		if (perms[3] != 'p' || ino != 0 || !registrable_name(name))
-			continue;
-		track_register(s, e, "exec", name, list);
-	}
-	fclose(f);
-	return 0;
+	return maps_for_each(pid, register_line, list) ? -1 : 0;
 }
 
 /* The syscall stopped at seccomp has returned: register what it mapped. */
