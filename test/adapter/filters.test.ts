@@ -4,19 +4,13 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DebugProtocol } from '@vscode/debugprotocol';
-import { faultAddr, Harness, root, TOUCH } from './support';
+import { faultAddr, Harness, root, TOUCH, onEachTest } from './support';
 
 let h: Harness;
 
-beforeEach(async () => {
-  h = await Harness.start();
-});
-
-afterEach(async () => {
-  await h.stop();
-});
+onEachTest((x) => { h = x; });
 
 const PAGE = 4096n;
 const EVENTS = path.join(root, 'demo', 'bin', 'events');

@@ -1,20 +1,14 @@
 // Memory references, readMemory, writeMemory and the Region scope, against the real adapter,
 // helper and kernel.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DebugProtocol } from '@vscode/debugprotocol';
 import { withTimeout } from '../support/waits';
-import { faultAddr, Harness } from './support';
+import { faultAddr, Harness, onEachTest } from './support';
 
 let h: Harness;
 
-beforeEach(async () => {
-  h = await Harness.start();
-});
-
-afterEach(async () => {
-  await h.stop();
-});
+onEachTest((x) => { h = x; });
 
 const PAGE = 4096n;
 const hex = (n: bigint) => '0x' + n.toString(16);

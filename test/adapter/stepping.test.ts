@@ -1,18 +1,12 @@
 // Stepping requests and data breakpoints on a multi-threaded demo, against the real adapter.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DebugProtocol } from '@vscode/debugprotocol';
-import { faultAddr, Harness } from './support';
+import { faultAddr, Harness, onEachTest } from './support';
 
 let h: Harness;
 
-beforeEach(async () => {
-  h = await Harness.start();
-});
-
-afterEach(async () => {
-  await h.stop();
-});
+onEachTest((x) => { h = x; });
 
 const PAGE = 4096n;
 

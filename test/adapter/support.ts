@@ -1,6 +1,7 @@
 // Shared by the adapter tests: the real adapter under DebugClient, with the program's output
 // collected, and the small waits every test needs (each with a timeout).
 import assert from 'node:assert/strict';
+import { afterEach, beforeEach } from 'node:test';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -115,3 +116,16 @@ export function markerLine(file: string, text: string): number {
   return i + 1;
 }
 
+
+/** A fresh adapter for every test of the file, stopped after it: `onEachTest((x) => { h = x; })`. */
+export function onEachTest(set: (h: Harness) => void, adapterArgs: string[] = []): void {
+  let cur: Harness | undefined;
+  beforeEach(async () => {
+    cur = await Harness.start(adapterArgs);
+    set(cur);
+  });
+  afterEach(async () => {
+    await cur?.stop();
+    cur = undefined;
+  });
+}
