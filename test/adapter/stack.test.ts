@@ -121,6 +121,8 @@ describe('uffd debug adapter: stacks and registers', { timeout: 180_000 }, () =>
     const { ev } = await h.stopInRegion(stopped, 0, 8);
     const st = await h.dc.stackTraceRequest({ threadId: ev.body.threadId! });
     const [, top, ...callers] = st.body.stackFrames;
+    // When it fails, say why: the frames and the adapter's console (it names a stack it could not get).
+    assert.ok(top, `frames below the fault: ${JSON.stringify(st.body.stackFrames)}; console: ${h.output}`);
     assert.equal(top.name, 'toucher');
     assert.equal(top.source?.path, TOUCH_C);
     assert.equal(top.line, markerLine(TOUCH_C, 'region[p * PAGE] = '));
