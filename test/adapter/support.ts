@@ -93,12 +93,27 @@ export class Harness {
       if (m) region = BigInt(m[1]);
       const addr = faultAddr(ev);
       if (region !== null && addr >= region + BigInt(page) * 4096n && addr < region + BigInt(pages) * 4096n) {
-        return { ev, region };
+        // Continuing another thread's stop resolves every held fault: this one too when its stop
+        // came in meanwhile. Take it only while it is still held, else wait for the next stop.
+        const next = this.dc.waitForEvent('stopped');
+        next.catch(() => undefined);
+        if (await this.isHeld(ev.body.threadId!, addr)) return { ev, region };
+        stopped = next;
+        continue;
       }
       stopped = this.dc.waitForEvent('stopped');
       await this.dc.continueRequest({ threadId: ev.body.threadId! });
     }
     throw new Error(`never stopped in the region: ${this.output}`);
+  }
+
+  /** Is the fault of thread `tid` at `addr` held now (the Debug Console's `held`)? */
+  async isHeld(tid: number, addr: bigint): Promise<boolean> {
+    const held = (await this.dc.evaluateRequest({ expression: 'held', context: 'repl' })).body.result;
+    return held.split('\n').some((l) => {
+      const m = /tid (\d+) \S+ \S+ (0x[0-9a-f]+)$/.exec(l);
+      return m !== null && Number(m[1]) === tid && BigInt(m[2]) === addr;
+    });
   }
 }
 
