@@ -8,7 +8,7 @@
 // forgets a page; "Fault waiting too long" is enabled with a condition in the Breakpoints view, the
 // Call Stack shows the blocked worker in postcopy.c, the timeline rings the stuck fault, and
 // Continue lets the demo's watchdog end the run. The two sides meet through files in $E2E_DIR.
-/* global window, document, getComputedStyle */  // page.evaluate callbacks run in the browser
+/* global window, document */  // page.evaluate callbacks run in the browser
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -21,6 +21,7 @@ import { before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { ensureCodeServer } from '../../scripts/install-code-server.mjs';
+import { redPixelsAround } from '../webview/harness.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // The extension to load; override to run the harness against another build (or a stub).
@@ -539,28 +540,6 @@ async function stuckTimelineFrame(page, timeoutMs) {
   }, timeoutMs, 250);
 }
 
-/** Pixels of the theme's red (--vscode-charts-red) within 12 px of fault seq's mark in the panel's chart. */
-function redAround(panel, seq) {
-  return panel.evaluate((q) => {
-    const cv = document.getElementById('chart');
-    const box = cv.getBoundingClientRect();
-    const dpr = cv.width / box.width;
-    const at = window.__timeline.pixelOf(q);
-    const probe = document.createElement('canvas').getContext('2d');
-    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
-    probe.fillRect(0, 0, 1, 1);
-    const red = probe.getImageData(0, 0, 1, 1).data;
-    const R = 12;
-    const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
-      Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
-    let n = 0;
-    for (let k = 0; k < img.length; k += 4) {
-      if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
-    }
-    return n;
-  }, seq);
-}
-
 /**
  * The observe session (started by the suite): while postcopy hangs on its forgotten page, enable
  * "Fault waiting too long" in the Breakpoints view with a condition typed into the view; the stop
@@ -646,7 +625,7 @@ async function driveObserve(page, e2eDir) {
   assert.ok(stats.events >= 2 && stats.drawn.resolutions >= 1, `faults and the handler's resolutions drawn: ${JSON.stringify(stats.drawn)}`);
   assert.ok(stats.histogram.reduce((a, b) => a + b, 0) >= 1, 'the handler\'s latencies are in the histogram');
   const stuckSeq = stats.stuck[0].seq;
-  const red = await redAround(panel, stuckSeq);
+  const red = await redPixelsAround(panel, stuckSeq);
   assert.ok(red > 40, `a red ring around the stuck fault: ${red} pixels of the theme's red`);
   await panel.locator('#chart-box').press('s');
   await panel.waitForFunction((q) => window.__timeline.stats().selected === q, stuckSeq, { timeout: 10_000 });

@@ -1,5 +1,5 @@
 // Browser harness for the timeline webview: builds dist/webview.js with esbuild, serves the real
-/* global window */
+/* global window, document, getComputedStyle */
 // panel HTML (webview/panelHtml.ts) from 127.0.0.1 under the same CSP as VS Code, stubs
 // acquireVsCodeApi() and the theme variables, and drives Debian's chromium via playwright-core.
 // Used by test/webview/timeline.test.mjs and bench/timeline.bench.mjs.
@@ -330,4 +330,27 @@ export function genObserveSession(n, { forget = Math.floor(n / 2), seed = 5, wai
   }
   events.push(...later);
   return { events, stuckFault };
+}
+
+/** Pixels of the theme's red (--vscode-charts-red) within 12 px of fault seq's mark in the panel's chart;
+ * `target`: the panel's page, or its frame inside VS Code. */
+export function redPixelsAround(target, seq) {
+  return target.evaluate((q) => {
+    const cv = document.getElementById('chart');
+    const box = cv.getBoundingClientRect();
+    const dpr = cv.width / box.width;
+    const at = window.__timeline.pixelOf(q);
+    const probe = document.createElement('canvas').getContext('2d');
+    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
+    probe.fillRect(0, 0, 1, 1);
+    const red = probe.getImageData(0, 0, 1, 1).data;
+    const R = 12;
+    const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
+      Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
+    let n = 0;
+    for (let k = 0; k < img.length; k += 4) {
+      if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
+    }
+    return n;
+  }, seq);
 }

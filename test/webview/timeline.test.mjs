@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import {
   artifacts, encoderScript, ensureArtifacts, eventMessages, genObserveSession, genSession, launchBrowser, nodeSide, openPanel,
-  startServer,
+  redPixelsAround, startServer,
 } from './harness.mjs';
 
 const session = genSession(3000, 7);
@@ -459,24 +459,7 @@ describe('timeline webview', { timeout: 180000 }, () => {
     assert.match(await p.page.textContent('#legend'), /stuck/);
     // Pixels: the theme's red around the stuck fault, not around an ordinary one (latencies of
     // 20-250 µs are drawn blue to yellow).
-    const redNear = (seq) => p.page.evaluate((q) => {
-      const cv = document.getElementById('chart');
-      const box = cv.getBoundingClientRect();
-      const dpr = cv.width / box.width;
-      const at = window.__timeline.pixelOf(q);
-      const probe = document.createElement('canvas').getContext('2d');
-      probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
-      probe.fillRect(0, 0, 1, 1);
-      const red = probe.getImageData(0, 0, 1, 1).data;
-      const R = 12;
-      const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
-        Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
-      let n = 0;
-      for (let k = 0; k < img.length; k += 4) {
-        if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
-      }
-      return n;
-    }, seq);
+    const redNear = (seq) => redPixelsAround(p.page, seq);
     const ordinary = observedFaults.find((f) => Math.abs(f.seq - stuckSeq) > 60).seq;
     const [onStuck, onOrdinary] = [await redNear(stuckSeq), await redNear(ordinary)];
     assert.ok(onStuck > 40, `a red ring around the stuck fault: ${onStuck} red pixels`);
