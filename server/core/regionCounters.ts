@@ -30,10 +30,15 @@ export class RegionCounters {
 
   onFault(f: FaultEvent): void {
     if (f.pid !== undefined) return; // a followed child's memory is not the program's regions
-    const c = this.countAt(BigInt(f.page));
+    this.count(BigInt(f.page), f.kind, !f.held);
+  }
+
+  /** A fault of the program's on the page at `page` (the helper's batches give it as a number). */
+  count(page: bigint, kind: FaultKind, resolved: boolean): void {
+    const c = this.countAt(page);
     if (!c) return;
-    c.faults[f.kind]++;
-    if (!f.held) c.resolved++;
+    c.faults[kind]++;
+    if (resolved) c.resolved++;
   }
 
   onResolved(f: FaultEvent, e: ResolvedEvent): void {

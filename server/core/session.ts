@@ -9,7 +9,7 @@ import { ActiveFilter, FilterRequest, FilterResult, FilterSet, nameMatches, toHo
 import { RegionCounters } from './regionCounters';
 import {
   AddrRange, AttachBody, FaultEvent, FaultKind, FaultsEvent, FB_KIND_SHIFT, HelloBody, LaunchBody, NcEvent, NcWhat, Policy, PolicyArgs, Region, ResolveArgs,
-  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, toHex, TrackSelector,
+  ResolveBody, ResolvedEvent, ResolveHow, SessionOptions, StackBody, StreamMode, TrackSelector,
 } from '../protocol/messages';
 
 export interface LaunchConfig {
@@ -665,16 +665,13 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     }
   }
 
-  /** The region counters of a batch, through one reused probe: no object per fault. */
+  /** The region counters of a batch (every fault resolved by the helper), from its numbers. */
   private countFaults(e: FaultsEvent): void {
-    const probe: Pick<FaultEvent, 'page' | 'kind' | 'held'> = { page: '', kind: 'missing', held: false };
     let page = 0;
     for (let k = 0; k < e.page.length; k++) {
       page += e.page[k];
       if (e.pid[k]) continue; // a followed child's memory is not the program's regions
-      probe.page = toHex(page * 4096);
-      probe.kind = FAULT_KINDS[(e.flags[k] >> FB_KIND_SHIFT) & 3];
-      this.counters.onFault(probe as FaultEvent);
+      this.counters.count(BigInt(page * 4096), FAULT_KINDS[(e.flags[k] >> FB_KIND_SHIFT) & 3], true);
     }
   }
 
