@@ -319,11 +319,17 @@ export class ObserveRequests {
     }
   }
 
-  continue(response: DebugProtocol.ContinueResponse): void {
-    this.resetRefs();
-    this.core.continueAll();
-    response.body = { allThreadsContinued: true };
-    this.host.sendResponse(response);
+  /** Continue: every stopped handler thread, or with `threadId` (single-thread continue) only that one. */
+  continue(response: DebugProtocol.ContinueResponse, threadId: number | null): void {
+    try {
+      this.resetRefs();
+      if (threadId === null) this.core.continueAll();
+      else this.core.continueThread(threadId);
+      response.body = { allThreadsContinued: threadId === null };
+      this.host.sendResponse(response);
+    } catch (e) {
+      this.host.fail(response, 1004, e);
+    }
   }
 
   /** Step Over / Into / Out: only this thread runs on (the handler stops again on the next filter match). */

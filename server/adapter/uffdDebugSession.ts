@@ -214,6 +214,7 @@ export class UffdDebugSession extends LoggingDebugSession {
   protected override initializeRequest(response: DebugProtocol.InitializeResponse): void {
     response.body = {
       supportsConfigurationDoneRequest: true,
+      supportsSingleThreadExecutionRequests: true,
       supportsTerminateRequest: true,
       supportsCompletionsRequest: true,
       supportsDataBreakpoints: true,
@@ -756,9 +757,10 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.sendErrorResponse(response, { id: 1010, format: `unknown request '${command}'` });
   }
 
-  protected override async continueRequest(response: DebugProtocol.ContinueResponse): Promise<void> {
-    if (this.observe) return this.observe.continue(response);
-    await this.run(response, () => this.session.continue(), { allThreadsContinued: true });
+  protected override async continueRequest(response: DebugProtocol.ContinueResponse, args: DebugProtocol.ContinueArguments): Promise<void> {
+    const one = args.singleThread === true;
+    if (this.observe) return this.observe.continue(response, one ? args.threadId : null);
+    await this.run(response, () => this.session.continue(one ? args.threadId : null), { allThreadsContinued: !one });
   }
 
   protected override async nextRequest(response: DebugProtocol.NextResponse, args: DebugProtocol.NextArguments): Promise<void> {

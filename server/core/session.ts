@@ -403,12 +403,18 @@ export class FaultSession extends EventEmitter<SessionEvents> {
     await this.helper.request('run', {});
   }
 
-  /** Resolves every held fault by policy and runs until the next breakpoint. */
-  async continue(): Promise<void> {
+  /**
+   * Resolves the held faults by policy and runs until the next breakpoint: every held fault, or
+   * with `tid` only that thread's (the others stay stopped: DAP's single-thread continue).
+   */
+  async continue(tid: number | null = null): Promise<void> {
     if (this.state === 'entry') return this.run();
     this.requireRunning('continue');
+    if (tid !== null && this.heldFor(tid) === undefined) {
+      throw new SessionError('ESTATE', `thread ${tid} is not stopped on a fault (it was resolved meanwhile): continue all threads instead`);
+    }
     this.stepReason = null;
-    await this.resolveHeld(null, 'default');
+    await this.resolveHeld(tid, 'default');
   }
 
   /** Resolves this thread's fault and stops at the next fault of the same thread (any kind). */

@@ -31,6 +31,7 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
     assert.deepEqual(filters.map((f) => f.filter).slice(0, 3), ['missing', 'wp', 'minor']);
     assert.equal(filters[0].default, false);
     assert.equal(r.body?.supportsConfigurationDoneRequest, true);
+    assert.equal(r.body?.supportsSingleThreadExecutionRequests, true, 'continue can resume one thread');
   });
 
   test('stopOnEntry stops before the first instruction; continue runs to the end with exit code 0', async () => {
@@ -71,14 +72,13 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
   });
 
   test('with the missing filter on, the debugger stops at the address the demo prints; Fault and VMA scopes are filled', async () => {
-    const stopped = dc.waitForEvent('stopped');
     const caps = dc.waitForEvent('capabilities') as Promise<DebugProtocol.CapabilitiesEvent>;
     await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
     // The handshake decides what the UI offers: without followForks there is no Fork filter.
     const filters = (await caps).body.capabilities.exceptionBreakpointFilters!.map((f) => f.filter);
     assert.deepEqual(filters, ['missing', 'wp', 'minor', 'remap', 'remove', 'unmap']);
     // Startup faults (stack, libc, heap) come first; continue past them to the demo's region.
-    const { ev: hit, region } = await h.stopInRegion(stopped);
+    const { ev: hit, region } = await h.stopInRegion();
     assert.equal(hit.body.reason, 'page fault');
     assert.equal(faultAddr(hit), region, 'the first touch is the first page of the region');
     // The stack: a label naming the fault, then the instruction that touched the page, at the
@@ -148,9 +148,8 @@ describe('uffd debug adapter', { timeout: 120_000 }, () => {
   });
 
   test('resolving by hand: wake refaults, a pattern fills the page, and the program sees those bytes', async () => {
-    const stopped = dc.waitForEvent('stopped');
     await startSession({ stopOnFirstFault: false }, ['missing'], ['--pages', '4', '--pattern', 'seq']);
-    const { ev, region } = await h.stopInRegion(stopped, 0, 1);
+    const { ev, region } = await h.stopInRegion(0, 1);
     const frameId = (await dc.stackTraceRequest({ threadId: ev.body.threadId! })).body.stackFrames[1].id;
 
     // Wake only: the thread retries the instruction and faults again on the same page.

@@ -30,9 +30,8 @@ describe('memory', { timeout: 180_000 }, () => {
   });
 
   test('readMemory returns the readable prefix and marks missing pages unreadable without faulting them; writeMemory writes a present page', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '4', '--pattern', 'seq']);
-    const { ev, region } = await h.stopInRegion(stopped, 2, 3);
+    const { ev, region } = await h.stopInRegion(2, 3);
     assert.equal(faultAddr(ev), region + 2n * PAGE, 'stopped on page 2 (pages 0 and 1 are written)');
 
     // The Fault scope's address and page carry memory references.
@@ -83,9 +82,8 @@ describe('memory', { timeout: 180_000 }, () => {
   });
 
   test('writeMemory into a held missing page resolves it with those bytes, and the program reads them', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '4', '--pattern', 'seq', '--read']);
-    const { ev, region } = await h.stopInRegion(stopped, 1, 2);
+    const { ev, region } = await h.stopInRegion(1, 2);
     const page = region + PAGE;
     assert.equal(faultAddr(ev), page);
     const continued = h.dc.waitForEvent('continued');
@@ -105,9 +103,8 @@ describe('memory', { timeout: 180_000 }, () => {
   });
 
   test('the Region scope shows what is tracked there, the policy, and the pages resolved and pending', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '8', '--pattern', 'seq']);
-    const { ev, region } = await h.stopInRegion(stopped, 3, 4);
+    const { ev, region } = await h.stopInRegion(3, 4);
     const scopes = await h.scopesOf(ev.body.threadId!);
     assert.ok(scopes.has('Region'), `scopes: ${[...scopes.keys()]}`);
     const v = await h.variablesOf(scopes.get('Region')!.variablesReference);

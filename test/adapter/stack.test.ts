@@ -61,9 +61,8 @@ async function noStopWithin(ms: number): Promise<void> {
 
 describe('uffd debug adapter: stacks and registers', { timeout: 180_000 }, () => {
   test('launch: the stack runs from the touching line through main into libc; registers; the fault stays held once', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '16', '--pattern', 'seq']);
-    const { ev } = await h.stopInRegion(stopped);
+    const { ev } = await h.stopInRegion();
     const tid = ev.body.threadId!;
 
     const st = await h.dc.stackTraceRequest({ threadId: tid });
@@ -116,9 +115,8 @@ describe('uffd debug adapter: stacks and registers', { timeout: 180_000 }, () =>
   });
 
   test('launch, a worker thread: its thread function at the touching line, called from libc\'s thread start', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '8', '--threads', '2']);
-    const { ev } = await h.stopInRegion(stopped, 0, 8);
+    const { ev } = await h.stopInRegion(0, 8);
     const st = await h.dc.stackTraceRequest({ threadId: ev.body.threadId! });
     const [, top, ...callers] = st.body.stackFrames;
     // When it fails, say why: the frames and the adapter's console (it names a stack it could not get).

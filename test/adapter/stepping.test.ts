@@ -21,9 +21,8 @@ async function waitStop(h: Harness, reason: string): Promise<DebugProtocol.Stopp
 
 describe('stepping and data breakpoints', { timeout: 120_000 }, () => {
   test('stepIn stops on the next fault of the same thread, five times in a row, with 4 threads faulting', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '400', '--threads', '4', '--pattern', 'seq']);
-    const { ev } = await h.stopInRegion(stopped, 0, 400);
+    const { ev } = await h.stopInRegion(0, 400);
     const tid = ev.body.threadId!;
     // Other workers may be held already (they fault at the same time); from now on only steps stop.
     await h.dc.setExceptionBreakpointsRequest({ filters: [] });
@@ -39,10 +38,34 @@ describe('stepping and data breakpoints', { timeout: 120_000 }, () => {
     assert.equal(again.body.reason, 'page fault');
   });
 
+  test('continue with singleThread resolves only that thread\'s fault: the other worker stays stopped on its page', async () => {
+    await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '64', '--threads', '2', '--pattern', 'seq']);
+    const { ev: a } = await h.stopInRegion(0, 64);
+    // The other worker faults on its own half of the region meanwhile and is held too.
+    let b: DebugProtocol.StoppedEvent;
+    do b = await h.nextStop(); while (b.body.threadId === a.body.threadId);
+    const held = async () => (await h.dc.evaluateRequest({ expression: 'held', context: 'repl' })).body.result;
+    assert.match(await held(), new RegExp(`tid ${b.body.threadId} \\S+ \\S+ 0x${faultAddr(b).toString(16)}$`, 'm'));
+
+    const r = await h.dc.continueRequest({ threadId: a.body.threadId!, singleThread: true });
+    assert.equal(r.body.allThreadsContinued, false);
+    const next = await h.nextStop();
+    assert.equal(next.body.threadId, a.body.threadId, 'only the continued thread ran on to its next fault');
+    assert.equal(faultAddr(next), faultAddr(a) + PAGE, 'its next page');
+    assert.match(await held(), new RegExp(`tid ${b.body.threadId} \\S+ \\S+ 0x${faultAddr(b).toString(16)}$`, 'm'),
+      'the other worker is still held on the same page');
+    // A thread that is not stopped cannot be continued alone: a clear error, nothing resolved.
+    await assert.rejects(h.dc.continueRequest({ threadId: 999_999, singleThread: true }), /thread 999999 is not stopped on a fault/);
+
+    await h.dc.setExceptionBreakpointsRequest({ filters: [] });
+    const exited = h.dc.waitForEvent('exited');
+    await h.dc.continueRequest({ threadId: next.body.threadId! });
+    assert.equal(((await exited) as DebugProtocol.ExitedEvent).body.exitCode, 0);
+  });
+
   test('stepOut runs until a fault outside the current VMA, or to the end', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '64', '--pattern', 'seq']);
-    const { ev, region } = await h.stopInRegion(stopped, 0, 64);
+    const { ev, region } = await h.stopInRegion(0, 64);
     await h.dc.setExceptionBreakpointsRequest({ filters: [] });
     const end = h.dc.waitForEvent('exited').then((e) => ({ kind: 'exited' as const, e }));
     const stop = h.dc.waitForEvent('stopped', 30_000).then((e) => ({ kind: 'stopped' as const, e: e as DebugProtocol.StoppedEvent }));
@@ -58,9 +81,8 @@ describe('stepping and data breakpoints', { timeout: 120_000 }, () => {
   });
 
   test('a read-write data breakpoint on pages 8-11 of the region stops there, on each page, and nowhere else', async () => {
-    const stopped = h.dc.waitForEvent('stopped');
     await h.launch({ stopOnFirstFault: false }, ['missing'], ['--pages', '32', '--pattern', 'seq']);
-    const { ev, region } = await h.stopInRegion(stopped, 0, 32);
+    const { ev, region } = await h.stopInRegion(0, 32);
     const range = `0x${(region + 8n * PAGE).toString(16)}-0x${(region + 12n * PAGE).toString(16)}`;
     const info = await h.dc.dataBreakpointInfoRequest({ name: range });
     assert.equal(info.body.dataId, range);

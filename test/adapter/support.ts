@@ -18,8 +18,32 @@ export const TOUCH = path.join(root, 'demo', 'bin', 'touch');
 export class Harness {
   output = '';
 
+  /** Every stop, in order, from the start: DebugClient's waitForEvent misses a second stop that
+   *  arrives in the same read as the first, a queue does not. */
+  private readonly stops: DebugProtocol.StoppedEvent[] = [];
+  private stopWaiter: (() => void) | null = null;
+
   private constructor(readonly dc: DebugClient) {
     dc.on('output', (e: DebugProtocol.OutputEvent) => { this.output += e.body.output; });
+    dc.on('stopped', (e: DebugProtocol.StoppedEvent) => {
+      this.stops.push(e);
+      this.stopWaiter?.();
+    });
+  }
+
+  /** The next stop not yet taken from the queue (waits up to `ms`). */
+  async nextStop(ms = 15_000): Promise<DebugProtocol.StoppedEvent> {
+    const deadline = Date.now() + ms;
+    while (this.stops.length === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no stop within ${ms} ms; console: ${this.output}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.stopWaiter = () => { clearTimeout(t); resolve(); };
+      });
+      this.stopWaiter = null;
+    }
+    return this.stops.shift()!;
   }
 
   /** adapterArgs: what the extension passes on the adapter's command line (--follow-forks, --observe). */
@@ -82,38 +106,23 @@ export class Harness {
 
   /**
    * With the missing filter on, continues past start-up faults (stack, libc, heap) until a stop
-   * on page `page` of the region touch prints; returns that stop and the region's start.
+   * on a page in [page, pages) of the region touch prints; returns that stop and the region's
+   * start. Each stop passed over is continued alone (DAP single-thread continue), so a region
+   * stop of another thread stays held until it is taken here.
    */
-  async stopInRegion(stopped: Promise<DebugProtocol.Event>, page = 0, pages = 16):
-    Promise<{ ev: DebugProtocol.StoppedEvent; region: bigint }> {
+  async stopInRegion(page = 0, pages = 16): Promise<{ ev: DebugProtocol.StoppedEvent; region: bigint }> {
     let region: bigint | null = null;
     for (let i = 0; i < 5000; i++) {
-      const ev = (await stopped) as DebugProtocol.StoppedEvent;
+      const ev = await this.nextStop();
       const m = /region (0x[0-9a-f]+) pages/.exec(this.output);
       if (m) region = BigInt(m[1]);
       const addr = faultAddr(ev);
       if (region !== null && addr >= region + BigInt(page) * 4096n && addr < region + BigInt(pages) * 4096n) {
-        // Continuing another thread's stop resolves every held fault: this one too when its stop
-        // came in meanwhile. Take it only while it is still held, else wait for the next stop.
-        const next = this.dc.waitForEvent('stopped');
-        next.catch(() => undefined);
-        if (await this.isHeld(ev.body.threadId!, addr)) return { ev, region };
-        stopped = next;
-        continue;
+        return { ev, region };
       }
-      stopped = this.dc.waitForEvent('stopped');
-      await this.dc.continueRequest({ threadId: ev.body.threadId! });
+      await this.dc.continueRequest({ threadId: ev.body.threadId!, singleThread: true });
     }
     throw new Error(`never stopped in the region: ${this.output}`);
-  }
-
-  /** Is the fault of thread `tid` at `addr` held now (the Debug Console's `held`)? */
-  async isHeld(tid: number, addr: bigint): Promise<boolean> {
-    const held = (await this.dc.evaluateRequest({ expression: 'held', context: 'repl' })).body.result;
-    return held.split('\n').some((l) => {
-      const m = /tid (\d+) \S+ \S+ (0x[0-9a-f]+)$/.exec(l);
-      return m !== null && Number(m[1]) === tid && BigInt(m[2]) === addr;
-    });
   }
 }
 
