@@ -13,14 +13,17 @@
  * for a fault (requested) and ahead of any fault (pushed).
  *
  *   postcopy [--pages N] [--threads T] [--latency-us L] [--bandwidth-mbps B] [--no-push]
- *            [--scm | --fork-handler] [--uffd-dev] [--watchdog SEC]
+ *            [--scm | --fork-handler | --clone-handler] [--uffd-dev] [--watchdog SEC]
  *            [--forget K] [--twice K] [--wrong K] [--die-after N]
+ *   postcopy --help   prints the options below
  *
  *   --scm        the workload process creates and registers the userfaultfd and hands it to a
  *                separate handler process over a Unix socket (SCM_RIGHTS), as Firecracker and
  *                QEMU do; the handler never had it before.
  *   --fork-handler  the handler is a child forked after the userfaultfd is made and registered:
  *                it inherits the descriptor, the workload process closes its own copy.
+ *   --clone-handler  as --fork-handler, but the child is made by a raw clone(2) system call
+ *                (syscall(SYS_clone, SIGCHLD, ...)): no pthread_atfork handlers run in it.
  *   --uffd-dev   create it with /dev/userfaultfd + USERFAULTFD_IOC_NEW, not userfaultfd(2).
  *   --watchdog   give up after SEC seconds: print the faults still unresolved, exit 3.
  * Misbehaviour on purpose (workshops):
@@ -75,7 +78,7 @@ struct opts {
 	long bandwidth_mbps;
 	int push;
 	int scm;
-	int fork_handler;
+	int fork_handler;	/* 1: fork(), 2: raw clone(2) (--clone-handler) */
 	int dev;
 	long watchdog;
 	long forget, twice, wrong, die_after;
@@ -631,6 +634,30 @@ static long num_arg(int argc, char **argv, int *i)
 	return v;
 }
 
+/* postcopy --help: the options of the comment at the top of this file. */
+static const char usage[] =
+	"usage: postcopy [--pages N] [--threads T] [--latency-us L] [--bandwidth-mbps B] [--no-push]\n"
+	"                [--scm | --fork-handler | --clone-handler] [--uffd-dev] [--watchdog SEC]\n"
+	"                [--forget K] [--twice K] [--wrong K] [--die-after N]\n"
+	"A small postcopy migration: a source process serves pages, the destination's userfaultfd\n"
+	"handler places them as its --threads T workload threads fault on its --pages N pages.\n"
+	"  --latency-us L     the source answers each request after L us (default 100)\n"
+	"  --bandwidth-mbps B the source sends at most B Mbit/s (default: unlimited)\n"
+	"  --no-push          no background pushes: only requested pages are sent\n"
+	"  --scm              the handler is a separate process that receives the userfaultfd over\n"
+	"                     a Unix socket (SCM_RIGHTS)\n"
+	"  --fork-handler     the handler is a child forked after the userfaultfd is made and\n"
+	"                     registered: it inherits the descriptor\n"
+	"  --clone-handler    as --fork-handler, but the child is made by a raw clone(2) system call:\n"
+	"                     no pthread_atfork handlers run in it\n"
+	"  --uffd-dev         create the userfaultfd with /dev/userfaultfd + USERFAULTFD_IOC_NEW\n"
+	"  --watchdog SEC     give up after SEC seconds: print the unresolved faults, exit 3\n"
+	"Misbehaviour on purpose:\n"
+	"  --forget K         the handler drops page K: its faults are never resolved (use --watchdog)\n"
+	"  --twice K          the handler places page K twice (UFFDIO_COPY fails with EEXIST)\n"
+	"  --wrong K          the handler places page K+1's content at page K (the check fails)\n"
+	"  --die-after N      the handler exits (status 70) after placing N pages\n";
+
 static void parse(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -649,7 +676,9 @@ static void parse(int argc, char **argv)
 		else if (!strcmp(a, "--scm"))
 			o.scm = 1;
 		else if (!strcmp(a, "--fork-handler"))
-			o.fork_handler = 1;
+			o.fork_handler = o.fork_handler && o.fork_handler != 1 ? -1 : 1;	/* -1: both */
+		else if (!strcmp(a, "--clone-handler"))
+			o.fork_handler = o.fork_handler && o.fork_handler != 2 ? -1 : 2;
 		else if (!strcmp(a, "--uffd-dev"))
 			o.dev = 1;
 		else if (!strcmp(a, "--watchdog"))
@@ -662,13 +691,15 @@ static void parse(int argc, char **argv)
 			o.wrong = num_arg(argc, argv, &i);
 		else if (!strcmp(a, "--die-after"))
 			o.die_after = num_arg(argc, argv, &i);
+		else if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			exit(fputs(usage, stdout) < 0 ? 2 : 0);
 		else {
-			fprintf(stderr, "postcopy: unknown option '%s' (see the comment at the top of demo/postcopy.c)\n", a);
+			fprintf(stderr, "postcopy: unknown option '%s' (see postcopy --help)\n", a);
 			exit(2);
 		}
 	}
-	if (o.scm && o.fork_handler) {
-		fprintf(stderr, "postcopy: --scm and --fork-handler are two ways to run the handler apart: pick one\n");
+	if ((o.scm && o.fork_handler) || o.fork_handler < 0) {
+		fprintf(stderr, "postcopy: --scm, --fork-handler and --clone-handler are ways to run the handler apart: pick one\n");
 		exit(2);
 	}
 	if (o.pages < 1 || o.threads < 1 || o.threads > MAX_THREADS) {
@@ -688,6 +719,23 @@ static pid_t fork_child(void)
 	return pid;
 }
 
+/*
+ * --clone-handler: a child copied by the clone system call itself, as some runtimes make them.
+ * libc's fork() bookkeeping and pthread_atfork handlers do not run; the child uses only what
+ * the --fork-handler child uses, with no other thread of this program running at that point
+ * (the workload threads start later).
+ */
+static pid_t clone_child(void)
+{
+	pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+
+	if (pid < 0)
+		die("clone");
+	if (pid == 0)
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+	return pid;
+}
+
 /* --scm: the handler process receives the userfaultfd, serves until the workload says done. */
 static void scm_handler_main(int ctl, int sock)
 {
@@ -701,14 +749,17 @@ static void scm_handler_main(int ctl, int sock)
 	exit(0);
 }
 
-/* --fork-handler: the handler process already holds the userfaultfd (inherited over fork). */
+/*
+ * --fork-handler, --clone-handler: the handler process already holds the userfaultfd
+ * (inherited over fork or clone).
+ */
 static pid_t fork_handler(int uffd, int sock, int ctl[2])
 {
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
 		die("socketpair");
-	pid = fork_child();
+	pid = o.fork_handler == 2 ? clone_child() : fork_child();
 	if (pid == 0) {
 		close(ctl[0]);
 		handler_init(uffd, sock, ctl[1], region);
@@ -757,7 +808,7 @@ int main(int argc, char **argv)
 	uffd = make_uffd();
 	register_region(uffd);
 	printf("postcopy: region %p pages %ld threads %d%s\n", (void *)region, o.pages, o.threads,
-	       o.scm ? " scm" : o.fork_handler ? " fork-handler" : "");
+	       o.scm ? " scm" : o.fork_handler == 2 ? " clone-handler" : o.fork_handler ? " fork-handler" : "");
 	if (o.fork_handler) {
 		handler = fork_handler(uffd, src[0], ctl);
 	} else if (o.scm) {

@@ -20,6 +20,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -46,6 +47,10 @@
 #define MAX_STOPPED	64
 
 #define LOG_PREFIX "uffd-observe"
+
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18	/* Linux 4.14 */
+#endif
 
 static int chan_fd = -1;
 static int chan_is_sock;
@@ -129,6 +134,54 @@ static void fd_set_id(int fd, uint32_t id)
 		atomic_store_explicit(&fd_ids[fd], id, memory_order_relaxed);
 }
 
+/*
+ * A process that copied our memory without fork() (a raw clone or clone3 without CLONE_VM,
+ * glibc's _Fork(): no pthread_atfork handler runs) must not go on with its parent's state: the
+ * parent's pid, its unsent batch (the parent sends it), locks another parent thread may have
+ * held, its control descriptor and threads. fork_mark lives in a page advised
+ * MADV_WIPEONFORK, which the kernel gives every such child (and fork's) zeroed: each entry
+ * point loads fork_mark->live and, on 0, child_init() makes the state this process's own,
+ * once, as after_fork_child does. CLONE_VM children (vfork, threads) share our memory and
+ * state: they are not followed.
+ *
+ * A clone or fork made through syscall(2) or glibc's clone() is also handled as fork() is
+ * (copy_syscall): the parent's batch goes out first. For the clones we do not see, OBS_UFFD
+ * records are sent at once, so that the observer knows the userfaultfds the child inherits
+ * when its fork record arrives; the parent's other batched records may come after it.
+ *
+ * Without MADV_WIPEONFORK (Linux before 4.14) fork_mark stays the constant below and
+ * fork_check_pid() compares live_pid with getpid() where a system call is made anyway: reads
+ * and ioctls on a userfaultfd, fork, clone through syscall(2) or clone(), exit and exec. Gap:
+ * the records of a child made by a clone we do not see, before its first such call (close,
+ * dup, sendmsg of a userfaultfd), carry its parent's pid and may repeat the parent's batch.
+ */
+struct fork_mark {
+	atomic_int live;	/* 1: the state is this process's own */
+	atomic_int claimed;	/* 1: a thread of this process runs (or ran) child_init */
+};
+
+static struct fork_mark fork_mark_always = { 1, 1 };
+static struct fork_mark *fork_mark = &fork_mark_always;
+static int fork_by_pid;			/* no MADV_WIPEONFORK: the fallback above */
+static _Atomic uint32_t live_pid;	/* fallback: the pid whose state this is */
+static _Atomic uint32_t claim_pid;	/* fallback: the pid child_init was claimed for */
+
+static void child_init(void);
+
+static inline void fork_check(void)
+{
+	if (__builtin_expect(!atomic_load_explicit(&fork_mark->live, memory_order_acquire), 0))
+		child_init();
+}
+
+/* The fallback's check: only where a system call is made anyway. */
+static inline void fork_check_pid(void)
+{
+	if (__builtin_expect(fork_by_pid, 0) &&
+	    atomic_load_explicit(&live_pid, memory_order_acquire) != (uint32_t)getpid())
+		child_init();
+}
+
 /* Writes out len bytes; blocks (never drops) when the reader is slow. */
 static void chan_write(const char *p, size_t len)
 {
@@ -194,6 +247,7 @@ static char out_bufs[2][OUT_BUF] __attribute__((aligned(8)));
 static char *out_buf = out_bufs[0];
 static size_t out_len;
 static int flusher_state;	/* 0 none, 1 running, -1 could not start: write each record */
+static atomic_int own_threads;	/* threads of ours running in this process */
 
 /* Writes a batch in pieces of whole records, each at most OBS_MAX_RECORD bytes. */
 static void chan_write_batch(const char *p, size_t len)
@@ -268,6 +322,7 @@ static void flusher_start(void)
 	pthread_attr_setstacksize(&attr, 64 * 1024);
 	if (pthread_create(&th, &attr, flusher_main, NULL) == 0) {
 		flusher_state = 1;
+		atomic_fetch_add(&own_threads, 1);
 		pthread_setname_np(th, "uffd-observe");
 	} else {
 		flusher_state = -1;
@@ -276,8 +331,9 @@ static void flusher_start(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-static void emit_urgent(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t,
-			int urgent)
+/* emit_urgent without the fork check: child_init's own record. */
+static void emit_rec(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t,
+		     int urgent)
 {
 	struct obs_hdr *h = rec;
 	int was_empty;
@@ -310,6 +366,13 @@ static void emit_urgent(void *rec, uint16_t type, size_t len, int fd, uint32_t i
 	pthread_mutex_unlock(&out_mu);
 }
 
+static void emit_urgent(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t,
+			int urgent)
+{
+	fork_check();
+	emit_rec(rec, type, len, fd, id, t, urgent);
+}
+
 static void emit(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t)
 {
 	emit_urgent(rec, type, len, fd, id, t, 0);
@@ -324,6 +387,8 @@ static void flush_now(void)
 	int err = errno;
 	struct timespec until;
 
+	fork_check();
+	fork_check_pid();
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_nsec += 100000000L;
 	if (until.tv_nsec >= 1000000000L) {
@@ -408,7 +473,12 @@ static uint32_t track_new(int fd, uint32_t how, uint32_t flags, int r, int err, 
 	rec.b.err = r < 0 ? err : 0;
 	rec.b.from_pid = from_id ? my_pid : 0;
 	rec.b.from_uffd = from_id;
-	emit(&rec, OBS_UFFD, sizeof(rec), r < 0 ? -1 : fd, id, t);
+	/*
+	 * At once, not batched: a child copied from this process by a clone we do not see (inline
+	 * system call, _Fork()) sends its fork record without waiting for our batch, and the
+	 * observer can give the child this userfaultfd only if it knows it by then.
+	 */
+	emit_urgent(&rec, OBS_UFFD, sizeof(rec), r < 0 ? -1 : fd, id, t, 1);
 	return id;
 }
 
@@ -560,6 +630,7 @@ static void *ctl_main(void *unused)
 	atomic_store(&stop_mask, 0);
 	pthread_cond_broadcast(&stop_cv);
 	pthread_mutex_unlock(&stop_mu);
+	atomic_fetch_sub(&own_threads, 1);
 	return NULL;
 }
 
@@ -629,10 +700,12 @@ static void ctl_start(void)
 	pthread_mutex_lock(&stop_mu);
 	ctl_alive = 1;
 	pthread_mutex_unlock(&stop_mu);
+	atomic_fetch_add(&own_threads, 1);
 	err = pthread_create(&th, &attr, ctl_main, NULL);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
+		atomic_fetch_sub(&own_threads, 1);
 		fprintf(stderr, LOG_PREFIX "[%d]: cannot start the control thread: %s; stopping disabled\n",
 			getpid(), strerror(err));
 		pthread_mutex_lock(&stop_mu);
@@ -787,10 +860,12 @@ ssize_t read(int fd, void *buf, size_t n)
 	ssize_t r;
 	int err;
 
+	fork_check();
 	if (!REAL(read))
 		return errno = ENOSYS, -1;
 	if (!id)
 		return real_read(fd, buf, n);
+	fork_check_pid();
 	r = real_read(fd, buf, n);
 	err = errno;
 	t = now_ns();
@@ -806,10 +881,12 @@ ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 	ssize_t r;
 	int err;
 
+	fork_check();
 	if (!REAL(__read_chk))
 		return errno = ENOSYS, -1;
 	if (!id)
 		return real___read_chk(fd, buf, n, buflen);
+	fork_check_pid();
 	r = real___read_chk(fd, buf, n, buflen);
 	err = errno;
 	t = now_ns();
@@ -825,10 +902,12 @@ ssize_t readv(int fd, const struct iovec *iov, int cnt)
 	ssize_t r;
 	int err;
 
+	fork_check();
 	if (!REAL(readv))
 		return errno = ENOSYS, -1;
 	if (!id)
 		return real_readv(fd, iov, cnt);
+	fork_check_pid();
 	r = real_readv(fd, iov, cnt);
 	err = errno;
 	t = now_ns();
@@ -1043,8 +1122,10 @@ int ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
+	fork_check();
 	if (!id && req != USERFAULTFD_IOC_NEW)
 		return REAL(ioctl) ? real_ioctl(fd, req, arg) : (errno = ENOSYS, -1);
+	fork_check_pid();
 	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
 		return (int)do_ioctl(0, fd, req, arg);
 	return (int)observed_ioctl(0, fd, id, req, arg);
@@ -1128,6 +1209,7 @@ int close(int fd)
 	uint32_t id = fd_id(fd);
 	int r, err;
 
+	fork_check();
 	if (!REAL(close))
 		return errno = ENOSYS, -1;
 	if (is_ours(fd))
@@ -1200,6 +1282,7 @@ int close_range(unsigned int first, unsigned int last, int flags)
 {
 	int saved = errno, r;
 
+	fork_check();
 	if (!REAL(close_range))
 		return errno = ENOSYS, -1;
 	r = close_range_sparing(first, last, flags, 0);
@@ -1212,6 +1295,7 @@ void closefrom(int lowfd)
 {
 	int err = errno;
 
+	fork_check();
 	if (!REAL(close_range) || lowfd < 0)
 		return;
 	close_range_sparing((unsigned int)lowfd, UINT_MAX, 0, 0);
@@ -1223,6 +1307,7 @@ int dup(int fd)
 	uint32_t id = fd_id(fd);
 	int r, err;
 
+	fork_check();
 	if (!REAL(dup))
 		return errno = ENOSYS, -1;
 	r = real_dup(fd);
@@ -1239,6 +1324,7 @@ int dup2(int fd, int nfd)
 	uint32_t id = fd_id(fd);
 	int r, err;
 
+	fork_check();
 	if (!REAL(dup2))
 		return errno = ENOSYS, -1;
 	if (fd != nfd)
@@ -1257,6 +1343,7 @@ int dup3(int fd, int nfd, int flags)
 	uint32_t id = fd_id(fd);
 	int r, err;
 
+	fork_check();
 	if (!REAL(dup3))
 		return errno = ENOSYS, -1;
 	if (fd != nfd)
@@ -1275,6 +1362,7 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, long arg)
 	uint32_t id = fd_id(fd);
 	int r, err;
 
+	fork_check();
 	if (!real)
 		return errno = ENOSYS, -1;
 	r = real(fd, cmd, arg);
@@ -1398,6 +1486,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	ssize_t r;
 	int err;
 
+	fork_check();
 	if (!REAL(recvmsg))
 		return errno = ENOSYS, -1;
 	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
@@ -1417,6 +1506,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	ssize_t r;
 	int err;
 
+	fork_check();
 	if (!REAL(sendmsg))
 		return errno = ENOSYS, -1;
 	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
@@ -1437,6 +1527,31 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
 /* ---- syscall(2): raw users, dispatched by number ---- */
 
+static void before_fork(void);
+static void after_fork_parent(void);
+static void after_fork_child(void);
+
+/*
+ * fork, or clone or clone3 without CLONE_VM, through syscall(2): as fork() does with our
+ * pthread_atfork handlers, so that the child's fork record follows everything the parent
+ * recorded before.
+ */
+static long copy_syscall(long n, const long *a)
+{
+	long r;
+	int err;
+
+	before_fork();
+	r = real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+	err = errno;
+	if (r == 0)
+		after_fork_child();
+	else
+		after_fork_parent();
+	errno = err;
+	return r;
+}
+
 long syscall(long n, ...)
 {
 	va_list ap;
@@ -1449,12 +1564,31 @@ long syscall(long n, ...)
 	for (int i = 0; i < 6; i++)
 		a[i] = va_arg(ap, long);
 	va_end(ap);
+	fork_check();
 	if (!REAL(syscall))
 		return errno = ENOSYS, -1;
 	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
 		return real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 	switch (n) {
+#ifdef SYS_fork
+	case SYS_fork:
+		return copy_syscall(n, a);
+#endif
+	case SYS_clone:
+		if ((unsigned long)a[0] & CLONE_VM)
+			break;
+		return copy_syscall(n, a);
+	case SYS_clone3: {
+		uint64_t flags;
+
+		/* Read with a safe copy: the kernel has not checked the pointer yet. */
+		if ((size_t)a[1] < sizeof(flags) || safe_copy(&flags, (void *)a[0], sizeof(flags)) < 0 ||
+		    (flags & CLONE_VM))
+			break;
+		return copy_syscall(n, a);
+	}
 	case SYS_userfaultfd:
+		fork_check_pid();
 		t = now_ns();
 		r = real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 		err = errno;
@@ -1465,6 +1599,7 @@ long syscall(long n, ...)
 		id = fd_id((int)a[0]);
 		if (!id)
 			break;
+		fork_check_pid();
 		r = real_syscall(n, a[0], a[1], a[2]);
 		err = errno;
 		t = now_ns();
@@ -1475,6 +1610,7 @@ long syscall(long n, ...)
 		id = fd_id((int)a[0]);
 		if (!id)
 			break;
+		fork_check_pid();
 		r = real_syscall(n, a[0], a[1], a[2]);
 		err = errno;
 		t = now_ns();
@@ -1486,6 +1622,7 @@ long syscall(long n, ...)
 		id = fd_id((int)a[0]);
 		if (!id && (unsigned long)a[1] != USERFAULTFD_IOC_NEW)
 			break;
+		fork_check_pid();
 		return observed_ioctl(1, (int)a[0], id, (unsigned long)a[1], (void *)a[2]);
 	case SYS_close:
 		id = fd_id((int)a[0]);
@@ -1668,10 +1805,13 @@ __attribute__((destructor)) static void observe_fini(void)
 	flush_now();
 }
 
-/* ---- start-up and fork ---- */
+/* ---- start-up, fork and clone ---- */
 
 static void before_fork(void)
 {
+	/* A raw-cloned child forking before any other call of ours: its state first. */
+	fork_check();
+	fork_check_pid();
 	/*
 	 * The child must not send the parent's batch again, and its fork record must come after
 	 * everything the parent recorded before: wait for a batch being written too.
@@ -1687,25 +1827,53 @@ static void after_fork_parent(void)
 	pthread_mutex_unlock(&out_mu);
 }
 
-static void after_fork_child(void)
+/*
+ * Makes the state copied from the parent this process's own (see struct fork_mark), once.
+ * Only the thread that made the copy exists in a new child, but it may have started threads
+ * before its first call of ours: the first caller claims the work, the others wait for it.
+ */
+static void child_init(void)
 {
 	static const pthread_once_t ctl_once_init = PTHREAD_ONCE_INIT;
 	struct {
 		struct obs_hdr h;
 		struct obs_fork b;
 	} rec = { 0 };
+	uint32_t parent = my_pid, pid = (uint32_t)getpid();
+	sigset_t all, old;
 	int err = errno;
 
-	/* Only this thread survives: our locks are free, the flusher must be started again. */
+	/* A signal handler's call of ours must not find the state half made. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (!fork_by_pid) {
+		int zero = 0;
+
+		if (!atomic_compare_exchange_strong(&fork_mark->claimed, &zero, 1)) {
+			while (!atomic_load(&fork_mark->live))
+				sched_yield();
+			goto out;
+		}
+	} else {
+		uint32_t seen = atomic_load(&claim_pid);
+
+		if (seen == pid || !atomic_compare_exchange_strong(&claim_pid, &seen, pid)) {
+			while (atomic_load(&live_pid) != pid)
+				sched_yield();
+			goto out;
+		}
+	}
+	/* Our locks may have been held by threads that do not exist here; ours do not either. */
 	pthread_mutex_init(&out_mu, NULL);
 	pthread_mutex_init(&wr_mu, NULL);
 	pthread_cond_init(&out_cv, NULL);
 	pthread_mutex_init(&stop_mu, NULL);
 	pthread_cond_init(&stop_cv, NULL);
-	out_len = 0;
+	out_len = 0;	/* the parent's unsent batch: the parent sends it */
 	flusher_state = 0;
+	atomic_store(&own_threads, 0);
 	my_tid = 0;
-	my_pid = (uint32_t)getpid();
+	my_pid = pid;
 	atomic_store(&rec_seq, 0);
 	/* The parent's control descriptor carries the parent's commands: the child has its own. */
 	if (ctl_fd >= 0) {
@@ -1717,12 +1885,128 @@ static void after_fork_child(void)
 	ctl_alive = 0;
 	memset(stopped, 0, sizeof(stopped));
 	ctl_once = ctl_once_init;
-	rec.b.ppid = (uint32_t)getppid();
-	emit_urgent(&rec, OBS_FORK, sizeof(rec), -1, 0, now_ns(), 1);
+	/* The process whose memory this is a copy of (getppid() may be another: CLONE_PARENT). */
+	rec.b.ppid = parent;
+	emit_rec(&rec, OBS_FORK, sizeof(rec), -1, 0, now_ns(), 1);
 	/* A handler forked with its userfaultfd in hand may read a fault right away. */
 	if (ctl_path[0] && atomic_load(&any_tracked))
 		pthread_once(&ctl_once, ctl_start);
+	if (fork_by_pid)
+		atomic_store(&live_pid, pid);
+	else
+		atomic_store(&fork_mark->live, 1);
+out:
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = err;
+}
+
+/* Also reached from syscall(2)'s clone; another atfork handler may have called us first. */
+static void after_fork_child(void)
+{
+	fork_check();
+	fork_check_pid();
+}
+
+/* Threads of this process (entries of /proc/self/task); -1 when unknown. */
+static int count_threads(void)
+{
+	char buf[1024] __attribute__((aligned(8)));
+	size_t name = offsetof(struct dirent64, d_name), reclen = offsetof(struct dirent64, d_reclen);
+	int fd, n = 0;
+	long got;
+
+	if (!REAL(syscall) || !REAL(close))
+		return -1;
+	fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	while ((got = real_syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off + (long)name < got;) {
+			unsigned short len;
+
+			memcpy(&len, buf + off + reclen, sizeof(len));
+			if (!len)
+				break;
+			if (buf[off + name] != '.')
+				n++;
+			off += len;
+		}
+	}
+	real_close(fd);
+	return got < 0 ? -1 : n;
+}
+
+/*
+ * glibc's clone(fn, ...) without CLONE_VM: as fork() (see copy_syscall). When fn returns, glibc
+ * ends the child with exit(2), which ends only the calling thread: with our threads left the
+ * process would not end, so then it ends with exit_group as it would have without them.
+ */
+struct clone_start {
+	int (*fn)(void *);
+	void *arg;
+};
+
+static int (*real_clone)(int (*)(void *), void *, int, void *, ...);
+
+static int clone_child_main(void *p)
+{
+	struct clone_start s = *(struct clone_start *)p;	/* the parent's stack, copied */
+	int r, mine;
+
+	after_fork_child();
+	r = s.fn(s.arg);
+	flush_now();
+	mine = atomic_load(&own_threads);
+	if (mine > 0 && count_threads() == mine + 1 && REAL(_exit))
+		real__exit(r);
+	return r;
+}
+
+int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	struct clone_start s = { fn, arg };
+	va_list ap;
+	pid_t *ptid, *ctid;
+	void *tls;
+	int r, err;
+
+	va_start(ap, arg);
+	ptid = va_arg(ap, pid_t *);
+	tls = va_arg(ap, void *);
+	ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	fork_check();
+	if (!REAL(clone))
+		return errno = ENOSYS, -1;
+	/* With CLONE_SETTLS the child has a thread block of the program's: run nothing of ours on it. */
+	if ((flags & (CLONE_VM | CLONE_SETTLS)) || !fn ||
+	    !atomic_load_explicit(&chan_ok, memory_order_relaxed))
+		return real_clone(fn, stack, flags, arg, ptid, tls, ctid);
+	before_fork();
+	r = real_clone(clone_child_main, stack, flags, &s, ptid, tls, ctid);
+	err = errno;
+	after_fork_parent();
+	errno = err;
+	return r;
+}
+
+/* Sets up fork_mark (see there) or its fallback. */
+static void fork_mark_init(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	struct fork_mark *m = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (m != MAP_FAILED && madvise(m, page, MADV_WIPEONFORK) == 0) {
+		atomic_store(&m->claimed, 1);
+		atomic_store(&m->live, 1);
+		fork_mark = m;
+		return;
+	}
+	if (m != MAP_FAILED)
+		munmap(m, page);
+	atomic_store(&live_pid, my_pid);
+	atomic_store(&claim_pid, my_pid);
+	fork_by_pid = 1;
 }
 
 /* Userfaultfds already open at start (inherited across exec) are tracked too. */
@@ -1874,6 +2158,7 @@ __attribute__((constructor)) static void observe_init(void)
 	if (ctl_fd >= 0 && env_get("UFFD_OBSERVE_STOP"))
 		atomic_store(&stop_mask, (unsigned int)strtoul(env_get("UFFD_OBSERVE_STOP"), NULL, 0));
 	env_drop("UFFD_OBSERVE_STOP");
+	fork_mark_init();
 	atomic_store(&chan_ok, 1);
 	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 	rec.b.version = OBS_VERSION;

@@ -104,7 +104,8 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
     assert.equal(r.result.summary.ioctls.ZEROPAGE, undefined, 'not counted as the handler\'s ioctl');
   });
 
-  for (const mode of ['--scm', '--fork-handler']) {
+  // --clone-handler: the child is made by syscall(SYS_clone, SIGCHLD, ...): no atfork handler runs.
+  for (const mode of ['--scm', '--fork-handler', '--clone-handler']) {
     it(`stops, resolves and continues a handler in another process (${mode})`, async () => {
       type Stop = { pid: number; tid: number; readSeq: number; page: string };
       const box: { asked?: Promise<{ stop: Stop; state: string; placed: ObsResolve }> } = {};
@@ -139,6 +140,53 @@ describe('observe: stop the handler after a fault read', { timeout: 120_000 }, (
       assert.doesNotMatch(r.stderr, /uffd-observe/, 'the library said nothing');
     });
   }
+
+  it('stops and continues a handler made by a raw clone, its records neither lost nor sent twice', async () => {
+    const stops: { pid: number; tid: number; readSeq: number }[] = [];
+    const states: string[] = [];
+    const r = await observe({ program: POSTCOPY, args: ['--pages', '128', '--threads', '2', '--no-push', '--clone-handler'], stopOn: { missing: true } }, 60_000,
+      (e, s) => {
+        if (e.event !== 'stopped') return;
+        stops.push({ pid: e.pid, tid: e.tid, readSeq: e.readSeq });
+        if (stops.length >= 3) s.setStop({});
+        setTimeout(() => {
+          states.push(threadState(e.pid, e.tid));
+          s.continue(e.readSeq, e.pid);
+        }, 100);
+      });
+    assert.equal(r.result.code, 0, r.stderr);
+    assert.match(r.stdout, /clone-handler/);
+    assert.match(r.stdout, /check ok pages=128/);
+    assert.ok(stops.length >= 3, `stopped ${stops.length} times`);
+    const child = stops[0].pid;
+    assert.notEqual(child, r.session.pid, 'the stop is in the cloned handler process, not the launched one');
+    assert.ok(stops.every((x) => x.pid === child));
+    assert.deepEqual(states.slice(0, 3), ['S', 'S', 'S'], 'the handler slept in the library until continued');
+    for (const x of stops) {
+      assert.ok(r.events.some((e) => e.event === 'continued' && e.pid === child && e.readSeq === x.readSeq));
+    }
+    // The child said who it is once, as a forked one does, and is the one that read every fault.
+    const forks = r.records.filter((x) => x.type === 'fork' && x.pid === child);
+    assert.equal(forks.length, 1, 'one fork record from the cloned child');
+    assert.ok(forks[0].type === 'fork' && forks[0].ppid === r.session.pid);
+    const reads = r.records.filter((x) => x.type === 'read');
+    assert.ok(reads.length > 0 && reads.every((x) => x.pid === child), 'faults read by the cloned child, under its own pid');
+    // The parent's batch copied into the child is not sent again: one userfaultfd, one registration.
+    assert.equal(r.records.filter((x) => x.type === 'uffd').length, 1);
+    assert.equal(r.records.filter((x) => x.type === 'register').length, 1);
+    assert.equal(r.records.filter((x) => x.type === 'hello').length, 1);
+    const c = handlerCounts(r.stderr);
+    const s = r.result.summary;
+    assert.equal(s.faults, c.faults, 'fault messages');
+    assert.equal(s.reads, c.reads, 'reads that returned messages');
+    assert.equal(s.ioctls.COPY?.ok, c.copies, 'successful UFFDIO_COPY');
+    assert.equal(s.requested, c.placed_fault);
+    assert.equal(s.pushed, c.placed_push);
+    assert.equal(s.resolved, c.faults, 'every fault resolved');
+    assert.equal(s.unregistered, 0, 'the faults are in the range the parent registered');
+    assert.deepEqual(s.stuck, []);
+    assert.doesNotMatch(r.stderr, /uffd-observe/, 'the library said nothing');
+  });
 
   it('lets stopped threads go when the observer goes away', async () => {
     let killedChannel = false;
