@@ -33,7 +33,7 @@ function arg(name: string, dflt: string): string {
 }
 const LIB = path.resolve(arg('--library', path.join(root, 'server', 'observe', 'bin', 'libuffd-observe.so')));
 const pages = Number(arg('--pages', '16384'));
-const rounds = Number(arg('--rounds', '15'));
+const rounds = Number(arg('--rounds', '31'));
 const which = arg('--shape', 'both');
 if (!(pages >= 256 && rounds >= 3 && ['push', 'fault', 'both'].includes(which))) {
   console.error('usage: bench/observe.bench.ts [--pages N>=256] [--rounds R>=3] [--shape push|fault|both]');
