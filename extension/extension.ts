@@ -73,13 +73,16 @@ class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
     // Observe mode answers `initialize` with its own Breakpoints-view filters (VS Code lists only those).
     const c = session.configuration;
     const observe = c.request === 'launch' && c.observe === true;
-    const mode = { observe, stopOnIoctlError: observe && c.stopOnIoctlError === true, followForks: !observe && c.followForks === true };
+    // A passive observe attach lists only the wait filter (server/adapter/observeAttachRequests.ts).
+    const observeAttach = c.request === 'attach' && c.observe === true;
+    const mode = { observe: observe || observeAttach, observeAttach, stopOnIoctlError: observe && c.stopOnIoctlError === true,
+      followForks: !observe && !observeAttach && c.followForks === true };
     // Inline runs the adapter inside the extension host: handy when debugging the adapter itself.
     if (vscode.workspace.getConfiguration('uffd-debug').get<boolean>('inlineAdapter')) {
       return new vscode.DebugAdapterInlineImplementation(new UffdDebugSession(mode));
     }
     const adapter = path.join(this.context.extensionPath, 'dist', 'adapter.js');
-    const args = [...(mode.observe ? ['--observe'] : []), ...(mode.stopOnIoctlError ? ['--stop-on-ioctl-error'] : []),
+    const args = [...(observeAttach ? ['--observe-attach'] : observe ? ['--observe'] : []), ...(mode.stopOnIoctlError ? ['--stop-on-ioctl-error'] : []),
       ...(mode.followForks ? ['--follow-forks'] : [])];
     // The extension host's own Node runs the adapter: users need no Node on PATH.
     return new vscode.DebugAdapterExecutable(process.execPath, [adapter, ...args], {
@@ -129,7 +132,8 @@ class ConfigurationProvider implements vscode.DebugConfigurationProvider {
   async resolveDebugConfigurationWithSubstitutedVariables(
     _folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration,
   ): Promise<vscode.DebugConfiguration | undefined> {
-    if (config.request !== 'attach' || config.track !== undefined) return config;
+    // A passive observe attach registers nothing: no VMAs to pick.
+    if (config.request !== 'attach' || config.track !== undefined || config.observe === true) return config;
     const pid = Number(String(config.pid ?? '').trim());
     if (!Number.isInteger(pid) || pid <= 0) return config; // the adapter explains a bad pid
     const track = await pickVmas(pid);

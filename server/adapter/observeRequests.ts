@@ -2,7 +2,7 @@
 // ObserveDebugSession calls and its events into DAP events. UffdDebugSession hands every
 // request here when the launch asked for observe mode. Logic belongs in server/core/observeDebug.ts.
 import {
-  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, InvalidatedEvent, OutputEvent, Scope, StackFrame, StoppedEvent,
+  CapabilitiesEvent, ContinuedEvent, ExitedEvent, Handles, InitializedEvent, InvalidatedEvent, OutputEvent, Scope, StoppedEvent,
   Thread, Variable,
 } from '@vscode/debugadapter';
 import { DebugProtocol } from '@vscode/debugprotocol';
@@ -13,10 +13,8 @@ import {
   describeObservedFault, IOCTL_CONDITION_SYNTAX, ObserveDebugSession, ObserveLaunchConfig, ObserveStop, ObserveWatch, summaryText,
   WAIT_CONDITION_SYNTAX,
 } from '../core/observeDebug';
-import { registerViews } from '../core/symbolize';
 import { hex } from '../core/procfs';
-import type { StackBody } from '../protocol/messages';
-import { dapFrames } from './frames';
+import { answerFilters, StopFrames } from './observeShared';
 
 /** What the observe branch needs from the DAP session that owns it. */
 export interface ObserveHost {
@@ -51,8 +49,7 @@ type Ref = { kind: 'fault'; tid: number } | { kind: 'registers'; tid: number } |
 export class ObserveRequests {
   readonly core = new ObserveDebugSession();
   private refs = new Handles<Ref>();
-  private frames = new Handles<number>();
-  private stacks = new Map<number, Promise<StackBody>>();
+  private readonly stops = new StopFrames((tid) => this.core.stack(tid));
   private launched = false;
 
   constructor(private readonly host: ObserveHost) {
@@ -74,7 +71,7 @@ export class ObserveRequests {
 
   private onStopped(s: ObserveStop): void {
     this.host.flushTimeline();
-    this.stacks.delete(s.tid);
+    this.stops.forget(s.tid);
     const ev = new StoppedEvent(s.reason, s.tid) as DebugProtocol.StoppedEvent;
     ev.body.allThreadsStopped = false;
     ev.body.description = s.description;
@@ -104,15 +101,7 @@ export class ObserveRequests {
   }
 
   setExceptionBreakpoints(response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments): void {
-    const list = [
-      ...(args.filters ?? []).map((id) => ({ id })),
-      ...(args.filterOptions ?? []).map((f) => ({ id: f.filterId, condition: f.condition })),
-    ];
-    const results = this.core.setFilters(list);
-    response.body = { breakpoints: results.map((r) => ({ verified: r.verified, ...(r.message ? { message: r.message } : {}) })) };
-    this.host.sendResponse(response);
-    const bad = results.filter((r) => !r.verified);
-    if (bad.length > 0) this.host.sendEvent(new OutputEvent(`uffd-debug: ${bad.map((r) => r.message).join('\n')}\n`, 'console'));
+    answerFilters(this.host, response, args, (list) => this.core.setFilters(list));
   }
 
   async configurationDone(response: DebugProtocol.ConfigurationDoneResponse): Promise<void> {
@@ -135,40 +124,13 @@ export class ObserveRequests {
     this.host.sendResponse(response);
   }
 
-  private stackOf(tid: number): Promise<StackBody> {
-    let p = this.stacks.get(tid);
-    if (!p) {
-      p = this.core.stack(tid);
-      this.stacks.set(tid, p);
-      p.catch(() => this.stacks.delete(tid));
-    }
-    return p;
-  }
-
   async stackTrace(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): Promise<void> {
-    const s = this.core.stopFor(args.threadId);
-    const frames: DebugProtocol.StackFrame[] = [];
-    if (s) {
-      const label = new StackFrame(this.frames.create(s.tid), s.description) as DebugProtocol.StackFrame;
-      label.presentationHint = 'label';
-      frames.push(label);
-      try {
-        const stack = await this.stackOf(s.tid);
-        frames.push(...dapFrames(stack, () => this.frames.create(s.tid)));
-      } catch (e) {
-        const end = new StackFrame(this.frames.create(s.tid), `(no stack: ${(e as Error).message})`) as DebugProtocol.StackFrame;
-        end.presentationHint = 'label';
-        frames.push(end);
-      }
-    }
-    const start = args.startFrame ?? 0;
-    const levels = args.levels ? args.levels : frames.length;
-    response.body = { stackFrames: frames.slice(start, start + levels), totalFrames: frames.length };
+    response.body = await this.stops.stackTrace(this.core.stopFor(args.threadId), args);
     this.host.sendResponse(response);
   }
 
   scopes(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
-    const tid = this.frames.get(args.frameId);
+    const tid = this.stops.tidOf(args.frameId);
     const s = tid !== undefined ? this.core.stopFor(tid) : undefined;
     const scopes: DebugProtocol.Scope[] = [];
     if (s) {
@@ -186,9 +148,7 @@ export class ObserveRequests {
     try {
       if (ref?.kind === 'fault') vars = this.stopVariables(ref.tid);
       else if (ref?.kind === 'registers') {
-        const stack = await this.stackOf(ref.tid);
-        vars = registerViews(stack, () => false).map((r) => new Variable(r.name, r.value));
-        if (stack.note) vars.push(new Variable('(note)', stack.note));
+        vars = await this.stops.registers(ref.tid, () => false);
       } else if (ref?.kind === 'uffds') {
         vars = this.core.summaryNow().uffds.map((u) => new Variable(u.id, `${u.how}, features ${u.features ?? '?'}, ` +
           (u.ranges.map((r) => `${r.start} +${r.len} mode ${r.mode}`).join(', ') || 'no range registered')));
@@ -386,7 +346,6 @@ export class ObserveRequests {
 
   private resetRefs(): void {
     this.refs.reset();
-    this.frames.reset();
-    this.stacks.clear();
+    this.stops.reset();
   }
 }

@@ -21,6 +21,7 @@ import { regionVariables } from '../core/regionInfo';
 import { basename, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
 import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
 import { OBSERVE_FILTERS, ObserveRequests } from './observeRequests';
+import { OBSERVE_ATTACH_FILTERS, ObserveAttachRequests } from './observeAttachRequests';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
   program: string;
@@ -51,6 +52,9 @@ export interface UffdAttachArguments extends DebugProtocol.AttachRequestArgument
   followForks?: boolean;
   userModeOnly?: boolean;
   wpAsync?: boolean;
+  /** Passive observe attach: a process that handles its own userfaultfd, watched through /proc (server/core/observeAttach.ts). */
+  observe?: boolean;
+  stopOnWaitMs?: number;
 }
 
 /** The attach configuration's `track` as the helper's selector. */
@@ -115,12 +119,16 @@ const STOP_DESCRIPTION: Record<StopInfo['reason'], string> = {
  * Breakpoints view's filters from the initialize response only (a later capabilities event changes
  * what the adapter accepts, not what the view lists), so observe mode must answer with its own.
  */
-export interface AdapterMode { observe?: boolean; stopOnIoctlError?: boolean; followForks?: boolean }
+export interface AdapterMode { observe?: boolean; observeAttach?: boolean; stopOnIoctlError?: boolean; followForks?: boolean }
 
-/** `--observe`, `--stop-on-ioctl-error`, `--follow-forks` on the adapter's command line (the extension passes them). */
+/**
+ * `--observe`, `--observe-attach` (an attach with observe: true), `--stop-on-ioctl-error`,
+ * `--follow-forks` on the adapter's command line (the extension passes them).
+ */
 export function adapterModeFromArgs(argv: readonly string[]): AdapterMode {
+  const observeAttach = argv.includes('--observe-attach');
   return {
-    observe: argv.includes('--observe'), stopOnIoctlError: argv.includes('--stop-on-ioctl-error'),
+    observe: observeAttach || argv.includes('--observe'), observeAttach, stopOnIoctlError: argv.includes('--stop-on-ioctl-error'),
     followForks: argv.includes('--follow-forks'),
   };
 }
@@ -141,8 +149,8 @@ export class UffdDebugSession extends LoggingDebugSession {
    * is off: bulk data, twice the cost.
    */
   private timeline = new Batcher((batch) => DebugSession.prototype.sendEvent.call(this, new Event('uffd/events', { batch })));
-  /** Set by a launch with `observe: true`: every request goes there (observeRequests.ts). */
-  private observe: ObserveRequests | null = null;
+  /** Set by a launch or an attach with `observe: true`: every request goes there (observeRequests.ts, observeAttachRequests.ts). */
+  private observe: ObserveRequests | ObserveAttachRequests | null = null;
 
   constructor(private readonly mode: AdapterMode = {}) {
     super();
@@ -224,7 +232,7 @@ export class UffdDebugSession extends LoggingDebugSession {
       supportsExceptionFilterOptions: true,
       completionTriggerCharacters: [],
       supportTerminateDebuggee: true,
-      exceptionBreakpointFilters: this.mode.observe
+      exceptionBreakpointFilters: this.mode.observeAttach ? OBSERVE_ATTACH_FILTERS : this.mode.observe
         ? OBSERVE_FILTERS.map((f) => (f.filter === 'ioctlError' ? { ...f, default: this.mode.stopOnIoctlError === true } : f))
         // The Fork filter only where forks are followed (nothing else reports them).
         : FILTERS.filter((f) => f.filter !== 'fork' || this.mode.followForks === true),
@@ -269,6 +277,14 @@ export class UffdDebugSession extends LoggingDebugSession {
   }
 
   protected override async attachRequest(response: DebugProtocol.AttachResponse, args: UffdAttachArguments): Promise<void> {
+    if (args.observe) {
+      this.observe = new ObserveAttachRequests({
+        sendEvent: (e) => this.sendEvent(e), sendResponse: (r) => this.sendResponse(r), fail: (r, id, e) => this.fail(r, id, e),
+        timeline: (e) => { if (args.timeline !== false) this.timeline.push(e); }, flushTimeline: () => this.timeline.flush(), end: () => this.end(),
+      });
+      this.observe.attach(response, args);
+      return;
+    }
     try {
       const pid = typeof args.pid === 'string' ? Number(args.pid.trim()) : args.pid;
       const info = await this.session.attach({

@@ -106,7 +106,8 @@ const hex = (n: number): Hex => '0x' + n.toString(16);
 const UFFD_MODES = (m: number) => [m & 1 ? 'missing' : '', m & 2 ? 'wp' : '', m & 4 ? 'minor' : ''].filter(Boolean).join('+') || 'none';
 const NOTICE_LIMIT = 20;
 
-function countHit(f: { condition: FilterCondition; matches: number; spent: boolean }): boolean {
+/** Counts one match of a filter with a hit condition; true when this match stops. */
+export function countHit(f: { condition: FilterCondition; matches: number; spent: boolean }): boolean {
   const h = f.condition.hit;
   f.matches++;
   if (!h) return true;
@@ -161,8 +162,7 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
   /** Faults a wait stop already showed (each stops once per filter setting). */
   private waitShown = new Set<number>();
   private waitTimer: NodeJS.Timeout | null = null;
-  private helper: HelperClient | null = null;
-  private helperStarting: Promise<HelperClient> | null = null;
+  private stackReader = new ThreadStacks(() => this.cfg?.helperPath);
   private notices = { duplicate: 0, ioctlError: 0, unregistered: 0 };
   private exited: ObserveExit | null = null;
   private started = false;
@@ -483,25 +483,10 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
   async stack(tid: number): Promise<StackBody> {
     const s = this.stops.get(tid);
     if (!s) throw new Error(`thread ${tid} is not stopped`);
-    const helper = await this.stackHelper();
-    const body = await helper.request('stack', { pid: s.pid, tid, maxFrames: 64 });
+    const body = await this.stackReader.read(s.pid, tid);
     const lib = this.cfg?.library ?? '';
     const last = body.frames.map((f) => f.module === lib || (f.module ?? '').endsWith('/libuffd-observe.so')).lastIndexOf(true);
     return last >= 0 ? { ...body, frames: body.frames.slice(last + 1) } : body;
-  }
-
-  private stackHelper(): Promise<HelperClient> {
-    if (!this.helperStarting) {
-      const h = new HelperClient();
-      this.helperStarting = h.start(this.cfg?.helperPath).then(() => {
-        this.helper = h;
-        return h;
-      }, (e: Error) => {
-        this.helperStarting = null;
-        throw new Error(`stacks need the native helper: ${e.message}`);
-      });
-    }
-    return this.helperStarting;
   }
 
   /** What Resolve Page… cannot do in observe mode. */
@@ -579,8 +564,40 @@ export class ObserveDebugSession extends EventEmitter<ObserveDebugEvents> {
     this.stops.clear();
     this.observe.closeControl();
     if (killProgram) this.observe.kill();
-    const h = this.helper;
-    this.helper = null;
+    await this.stackReader.stop();
+  }
+}
+
+/**
+ * Stacks of threads of a process the helper does not debug (`stack` with pid + tid), from a
+ * helper started on first use for that only. Shared by observe launch and passive observe attach.
+ */
+export class ThreadStacks {
+  private starting: Promise<HelperClient> | null = null;
+
+  constructor(private readonly helperPath: () => string | undefined) {}
+
+  async read(pid: number, tid: number, maxFrames = 64): Promise<StackBody> {
+    const helper = await this.start();
+    return helper.request('stack', { pid, tid, maxFrames });
+  }
+
+  private start(): Promise<HelperClient> {
+    if (!this.starting) {
+      const h = new HelperClient();
+      this.starting = h.start(this.helperPath()).then(() => h, (e: Error) => {
+        this.starting = null;
+        throw new Error(`stacks need the native helper: ${e.message}`);
+      });
+    }
+    return this.starting;
+  }
+
+  /** Stops the helper, also one still starting. */
+  async stop(): Promise<void> {
+    const starting = this.starting;
+    this.starting = null;
+    const h = await starting?.catch(() => null);
     if (h) await h.stop();
   }
 }
