@@ -21,7 +21,11 @@ Chart.register(ScatterController, PointElement, LinearScale, BarController, BarE
 interface VsCodeApi { postMessage(m: unknown): void; getState(): unknown; setState(s: unknown): void }
 declare function acquireVsCodeApi(): VsCodeApi;
 
-/** Above this many faults in view, draw one image of binned cells instead of shapes. */
+/**
+ * Above this many faults in view, draw one image of binned cells instead of shapes. Shapes cost
+ * about 0.4 µs each a frame: at 40k a pan step took 52 ms against the image's 33 ms
+ * (bench/timeline.bench.mjs, README), past the 50 ms target.
+ */
 const SHAPES_MAX = 20000;
 /** Binned cells are CELL×CELL device pixels so single faults stay visible. */
 const CELL = 2;
@@ -453,18 +457,194 @@ let imageData: ImageData | null = null;
 const PENDING_VAL = 3e30;
 const RES_VAL = 2e30;
 
+function ensureOffscreen(w: number, h: number): void {
+  if (!offscreen || offscreen.width < w || offscreen.height < h) {
+    const prev = offscreen;
+    offscreen = document.createElement('canvas');
+    offscreen.width = Math.max(w, prev?.width ?? 0);
+    offscreen.height = Math.max(h, prev?.height ?? 0);
+  }
+}
+
 function ensureBuffers(w: number, h: number): void {
   if (cellVal.length < w * h) cellVal = new Float32Array(w * h);
-  if (!offscreen || offscreen.width < w || offscreen.height < h) {
-    offscreen = document.createElement('canvas');
-    offscreen.width = Math.max(w, offscreen?.width ?? 0);
-    offscreen.height = Math.max(h, offscreen?.height ?? 0);
-    imageData = null;
-  }
+  ensureOffscreen(w, h);
   if (!imageData || imageData.width !== w || imageData.height !== h) {
     imageData = new ImageData(w, h);
     pixels = new Uint32Array(imageData.data.buffer);
   }
+}
+
+/** Latency colour steps of the marks in shapes mode; a further step is the pending colour. */
+const STEPS = 16;
+/** Sprites: a mark for each of 3 kinds × (STEPS + pending), then the held ring of each kind. */
+const SPRITE_MARKS = 3 * (STEPS + 1);
+const SPRITES = SPRITE_MARKS + 3;
+/**
+ * Where in its device pixel each kind's centre is put (0: the corner, 0.5: the middle), so its
+ * edges fall on pixel edges where they can: the 7 px circle's at a middle, the 6 px square's and
+ * the triangle's base at a corner. Held rings share their mark's centre.
+ */
+const PHASE = [0.5, 0, 0];
+const MARK_RAD = 3.5;
+const RING_RAD = MARK_RAD + 2.5;
+const RING_WIDTH = 1.5;
+
+/** The shape of a mark of kind k (missing, wp, minor) centred on (x, y). */
+function markPath(k: number, x: number, y: number): Path2D {
+  const p = new Path2D();
+  const rad = MARK_RAD;
+  if (k === 0) { p.moveTo(x + rad, y); p.arc(x, y, rad, 0, Math.PI * 2); }
+  else if (k === 1) p.rect(x - rad + 0.5, y - rad + 0.5, 2 * rad - 1, 2 * rad - 1);
+  else { p.moveTo(x, y - rad - 0.5); p.lineTo(x + rad + 0.5, y + rad - 0.5); p.lineTo(x - rad - 0.5, y + rad - 0.5); p.closePath(); }
+  return p;
+}
+
+/**
+ * The marks as the browser rasterised them, as lists of the pixels they cover: sprite s has the
+ * pixels start[s] ≤ p < start[s + 1], at (dx[p], dy[p]) from the mark's pixel (the device pixel
+ * whose corner or middle, by PHASE, is the mark's centre), coloured px[p] (ImageData's 32-bit
+ * RGBA, alpha not premultiplied).
+ */
+interface MarkSprites {
+  /** Device pixels per CSS pixel they were drawn for. */
+  scale: number;
+  /** The palette they were drawn in (readPalette() makes a new one on every theme change). */
+  pal: Palette;
+  start: Int32Array;
+  dx: Int16Array;
+  dy: Int16Array;
+  px: Uint32Array;
+  /** No pixel lies farther than this from the centre in x or y. */
+  reach: number;
+}
+
+let sprites: MarkSprites | null = null;
+
+/** The mark sprites for this palette and device pixel ratio, drawn again when either changes. */
+function markSprites(scale: number): MarkSprites {
+  if (sprites && sprites.pal === pal && sprites.scale === scale) return sprites;
+  // Room for the held ring's stroke and its antialiased edge.
+  const half = Math.ceil((RING_RAD + RING_WIDTH / 2) * scale) + 1;
+  const size = 2 * half + 1;
+  const cv = document.createElement('canvas');
+  cv.width = size * SPRITES;
+  cv.height = size;
+  const g = cv.getContext('2d', { willReadFrequently: true })!;
+  const at = (cell: number, k: number) =>
+    g.setTransform(scale, 0, 0, scale, cell * size + half + PHASE[k], half + PHASE[k]);
+  for (let k = 0; k < 3; k++) {
+    for (let s = 0; s <= STEPS; s++) {
+      at(k * (STEPS + 1) + s, k);
+      g.fillStyle = s === STEPS ? css(pal.pending) : pal.ramp[Math.round((s + 0.5) / STEPS * 255)];
+      g.fill(markPath(k, 0, 0));
+    }
+  }
+  g.lineWidth = RING_WIDTH;
+  g.strokeStyle = css(pal.pending);
+  for (let k = 0; k < 3; k++) {
+    at(SPRITE_MARKS + k, k);
+    g.beginPath();
+    g.arc(0, 0, RING_RAD, 0, Math.PI * 2);
+    g.stroke();
+  }
+  const data = new Uint32Array(g.getImageData(0, 0, cv.width, size).data.buffer);
+  const start = new Int32Array(SPRITES + 1);
+  const dx: number[] = [];
+  const dy: number[] = [];
+  const px: number[] = [];
+  for (let s = 0; s < SPRITES; s++) {
+    start[s] = px.length;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const v = data[y * cv.width + s * size + x];
+        if (v >>> 24) { dx.push(x - half); dy.push(y - half); px.push(v); }
+      }
+    }
+  }
+  start[SPRITES] = px.length;
+  sprites = { scale, pal, start, dx: Int16Array.from(dx), dy: Int16Array.from(dy), px: Uint32Array.from(px), reach: half };
+  return sprites;
+}
+
+/**
+ * Draws sprite s with its mark's pixel at (cx, cy) in a w × h layer (rows `stride` pixels
+ * apart), source over what is there, in ImageData's not-premultiplied colours.
+ */
+function stamp(buf: Uint32Array, stride: number, w: number, h: number, sp: MarkSprites, s: number, cx: number,
+  cy: number): void {
+  const { dx, dy, px, reach } = sp;
+  const inside = cx >= reach && cy >= reach && cx < w - reach && cy < h - reach;
+  for (let p = sp.start[s], end = sp.start[s + 1]; p < end; p++) {
+    const x = cx + dx[p];
+    const y = cy + dy[p];
+    if (!inside && (x < 0 || y < 0 || x >= w || y >= h)) continue;
+    const o = y * stride + x;
+    const c = px[p];
+    const sa = c >>> 24;
+    const d = buf[o];
+    const da = d >>> 24;
+    if (sa === 255 || da === 0) {
+      buf[o] = c;
+      continue;
+    }
+    // Weights ×255: the source's alpha, and what of the destination shows through it.
+    const ws = sa * 255;
+    const wd = da * (255 - sa);
+    const wa = ws + wd;
+    const r = (((c & 255) * ws + (d & 255) * wd) / wa + 0.5) | 0;
+    const g = ((((c >>> 8) & 255) * ws + ((d >>> 8) & 255) * wd) / wa + 0.5) | 0;
+    const b = ((((c >>> 16) & 255) * ws + ((d >>> 16) & 255) * wd) / wa + 0.5) | 0;
+    buf[o] = ((Math.round(wa / 255) << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  }
+}
+
+/**
+ * Adds an axis-aligned rectangle (device pixels) to a w × h layer that holds only lines of one
+ * colour (rgb; `alpha` 0..255 where fully covered): a stroked line with butt caps is this
+ * rectangle. Each pixel's alpha is the share of it the rectangle covers, as the canvas antialiases;
+ * where lines overlap the larger share wins, as one stroked path draws overlaps once.
+ */
+function lineRect(buf: Uint32Array, stride: number, w: number, h: number, x0: number, x1: number, y0: number,
+  y1: number, rgb: number, alpha: number): void {
+  const xa = Math.max(0, Math.min(x0, x1));
+  const xb = Math.min(w, Math.max(x0, x1));
+  const ya = Math.max(0, y0);
+  const yb = Math.min(h, y1);
+  if (!(xb > xa && yb > ya)) return;
+  for (let py = Math.floor(ya); py < yb; py++) {
+    const cy = Math.min(py + 1, yb) - Math.max(py, ya);
+    for (let px = Math.floor(xa); px < xb; px++) {
+      const a = Math.round(alpha * cy * (Math.min(px + 1, xb) - Math.max(px, xa)));
+      const o = py * stride + px;
+      if (a > buf[o] >>> 24) buf[o] = ((a << 24) | rgb) >>> 0;
+    }
+  }
+}
+
+// Shapes mode: each mark in view (its pixel, its sprite), the order they are drawn in,
+// the held ones; and the layer they are stamped into. Grown, never shrunk, like the bin buffers.
+let markX = new Int32Array(0);
+let markY = new Int32Array(0);
+let markS = new Uint8Array(0);
+let markOrder = new Int32Array(0);
+let ringAt = new Int32Array(0);
+let layer: ImageData | null = null;
+let layerPx = new Uint32Array(0);
+
+function ensureMarkBuffers(n: number, w: number, h: number): void {
+  if (markX.length < n) {
+    markX = new Int32Array(n);
+    markY = new Int32Array(n);
+    markS = new Uint8Array(n);
+    markOrder = new Int32Array(n);
+    ringAt = new Int32Array(n);
+  }
+  if (!layer || layer.width < w || layer.height < h) {
+    layer = new ImageData(Math.max(w, layer?.width ?? 0), Math.max(h, layer?.height ?? 0));
+    layerPx = new Uint32Array(layer.data.buffer);
+  }
+  ensureOffscreen(w, h);
 }
 
 const faultsPlugin: Plugin<'scatter'> = {
@@ -515,13 +695,28 @@ function drawFaults(c: Chart<'scatter'>): void {
     const H = a.bottom - a.top;
     const sx = W / (x1 - x0);
     const sy = H / (y1 - y0);
-    // One path per (kind, colour step), filled once: a few dozen fills however many faults.
-    const STEPS = 16;
-    const paths: Path2D[] = [];
-    for (let k = 0; k < 3 * (STEPS + 1); k++) paths.push(new Path2D());
-    const heldRing = new Path2D();
-    const resLines = new Path2D();
-    const rad = 3.5;
+    // Marks are stamped from sprites into one image in device pixels, each at the pixel nearest
+    // its place (see PHASE), resolution lines drawn under them: with software rendering, filling
+    // a path per colour of thousands of small shapes cost 70–100 ms a frame at 15k–20k marks,
+    // stroking one line per fault as much again, and one drawImage per mark ~5 µs of JS each.
+    const m = ctx.getTransform();
+    const sp = markSprites(m.a);
+    const ox = Math.floor(a.left * m.a + m.e);
+    const oy = Math.floor(a.top * m.d + m.f);
+    const lw = Math.max(1, Math.ceil(a.right * m.a + m.e) - ox);
+    const lh = Math.max(1, Math.ceil(a.bottom * m.d + m.f) - oy);
+    ensureMarkBuffers(i1 - i0, lw, lh);
+    const stride = layer!.width;
+    const buf = layerPx;
+    buf.fill(0, 0, lh * stride);
+    const lineRgb = (pal.resolved.b << 16) | (pal.resolved.g << 8) | pal.resolved.r;
+    const lineAlpha = 255 * pal.resolved.a * 0.8;
+    // Resolution lines are 1.5 px wide; the tick at the resolution reaches MARK_RAD + 1.5 px up
+    // and down (chart.js scales x and y alike).
+    const lineHalf = 0.75 * m.a;
+    const tickHalf = (MARK_RAD + 1.5) * m.d;
+    let nm = 0;
+    let nr = 0;
     for (let i = i0; i < i1; i++) {
       const yv = Y[i];
       if (!(yv >= y0 && yv <= y1)) continue; // NaN: hidden band
@@ -531,36 +726,46 @@ function drawFaults(c: Chart<'scatter'>): void {
       counts[k]++;
       const l = L[i];
       const step = Number.isNaN(l) ? STEPS : Math.min(STEPS - 1, Math.floor(latencyIndex(l) / 256 * STEPS));
-      const p = paths[k * (STEPS + 1) + step];
-      if (k === 0) { p.moveTo(x + rad, y); p.arc(x, y, rad, 0, Math.PI * 2); }
-      else if (k === 1) p.rect(x - rad + 0.5, y - rad + 0.5, 2 * rad - 1, 2 * rad - 1);
-      else { p.moveTo(x, y - rad - 0.5); p.lineTo(x + rad + 0.5, y + rad - 0.5); p.lineTo(x - rad - 0.5, y + rad - 0.5); p.closePath(); }
+      const ph = PHASE[k];
+      const mx = Math.floor(x * m.a + m.e + 0.5 - ph) - ox;
+      const my = Math.floor(y * m.d + m.f + 0.5 - ph) - oy;
+      markX[nm] = mx;
+      markY[nm] = my;
+      markS[nm] = k * (STEPS + 1) + step;
       const f = F[i];
       if ((f & FLAG_HELD) && Number.isNaN(l)) {
         drawn.held++;
-        heldRing.moveTo(x + rad + 2.5, y);
-        heldRing.arc(x, y, rad + 2.5, 0, Math.PI * 2);
+        ringAt[nr++] = nm;
       } else if (f & FLAG_RESOLVED) {
         // A resolution that came later (a held fault, or the handler's in observe mode): a line to it.
-        const xr = a.left + (store.resolvedT(i) - x0) * sx;
+        // From the mark's edge where the mark is placed, so they meet.
+        const xr = (a.left + (store.resolvedT(i) - x0) * sx) * m.a + m.e - ox;
+        const cy = my + ph;
         drawn.resolutions++;
-        resLines.moveTo(x + rad, y);
-        resLines.lineTo(xr, y);
-        resLines.moveTo(xr, y - rad - 1.5);
-        resLines.lineTo(xr, y + rad + 1.5);
+        lineRect(buf, stride, lw, lh, mx + ph + MARK_RAD * m.a, xr, cy - lineHalf, cy + lineHalf, lineRgb, lineAlpha);
+        lineRect(buf, stride, lw, lh, xr - lineHalf, xr + lineHalf, cy - tickHalf, cy + tickHalf, lineRgb, lineAlpha);
       }
+      nm++;
     }
-    ctx.lineWidth = 1.5;
-    ctx.strokeStyle = css(pal.resolved, 0.8);
-    ctx.stroke(resLines);
-    for (let k = 0; k < 3; k++) {
-      for (let s = 0; s <= STEPS; s++) {
-        ctx.fillStyle = s === STEPS ? css(pal.pending) : pal.ramp[Math.round((s + 0.5) / STEPS * 255)];
-        ctx.fill(paths[k * (STEPS + 1) + s]);
-      }
+    // Stacked as when each (kind, colour step) was one filled path: kinds in order, within a
+    // kind the slower colours over the faster, pending on top (a counting sort by sprite).
+    const first = new Int32Array(SPRITE_MARKS + 1);
+    for (let j = 0; j < nm; j++) first[markS[j] + 1]++;
+    for (let b = 0; b < SPRITE_MARKS; b++) first[b + 1] += first[b];
+    for (let j = 0; j < nm; j++) markOrder[first[markS[j]]++] = j;
+    for (let q = 0; q < nm; q++) {
+      const j = markOrder[q];
+      stamp(buf, stride, lw, lh, sp, markS[j], markX[j], markY[j]);
     }
-    ctx.strokeStyle = css(pal.pending);
-    ctx.stroke(heldRing);
+    for (let q = 0; q < nr; q++) {
+      const j = ringAt[q];
+      stamp(buf, stride, lw, lh, sp, SPRITE_MARKS + Math.floor(markS[j] / (STEPS + 1)), markX[j], markY[j]);
+    }
+    offscreen!.getContext('2d')!.putImageData(layer!, 0, 0, 0, 0, lw, lh);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(offscreen!, 0, 0, lw, lh, ox, oy, lw, lh);
+    ctx.setTransform(m);
   } else {
     drawn.mode = 'image';
     const W = Math.max(1, Math.floor((a.right - a.left) * dpr / CELL));

@@ -354,3 +354,54 @@ export function redPixelsAround(target, seq) {
     return n;
   }, seq);
 }
+
+/**
+ * The chart's device pixels within R CSS px of fault seq's mark: `px(dx, dy)` is [r, g, b, a] of the
+ * pixel dx, dy device pixels from the one holding the mark's centre; `dpr` is the canvas's.
+ */
+export async function markPixels(target, seq, R = 12) {
+  const { dpr, half, data } = await target.evaluate(([q, R]) => {
+    const cv = document.getElementById('chart');
+    const box = cv.getBoundingClientRect();
+    const dpr = cv.width / box.width;
+    const at = window.__timeline.pixelOf(q);
+    const half = Math.ceil(R * dpr);
+    const cx = Math.floor((at.x - box.left) * dpr);
+    const cy = Math.floor((at.y - box.top) * dpr);
+    const img = cv.getContext('2d').getImageData(cx - half, cy - half, 2 * half + 1, 2 * half + 1).data;
+    return { dpr, half, data: Array.from(img) };
+  }, [seq, R]);
+  const w = 2 * half + 1;
+  return {
+    dpr, half,
+    px(dx, dy) {
+      const k = ((dy + half) * w + dx + half) * 4;
+      return data.slice(k, k + 4);
+    },
+  };
+}
+
+/** The RGB of a theme colour variable (e.g. '--vscode-charts-purple') as the page has it now. */
+export function themeRgb(target, name) {
+  return target.evaluate((v) => {
+    const g = document.createElement('canvas').getContext('2d');
+    g.fillStyle = getComputedStyle(document.documentElement).getPropertyValue(v).trim();
+    g.fillRect(0, 0, 1, 1);
+    return Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3));
+  }, name);
+}
+
+/**
+ * The colour the panel gives a latency (ns) in shapes mode, from the theme's chart colours as the
+ * page has them: the 16-step scale of webview/theme.ts's ramp (blue → green → yellow → orange →
+ * red, log scale from 1 µs to 10 ms), each step drawn in the ramp colour at its middle.
+ */
+export async function rampColour(target, latencyNs) {
+  const stops = [];
+  for (const c of ['blue', 'green', 'yellow', 'orange', 'red']) stops.push(await themeRgb(target, `--vscode-charts-${c}`));
+  const index = Math.max(0, Math.min(255, Math.round((Math.log10(Math.max(latencyNs, 1)) - 3) / 4 * 255)));
+  const step = Math.min(15, Math.floor((index / 256) * 16));
+  const x = (Math.round(((step + 0.5) / 16) * 255) / 255) * 4;
+  const k = Math.min(3, Math.floor(x));
+  return stops[k].map((c, j) => Math.round(c + (stops[k + 1][j] - c) * (x - k)));
+}

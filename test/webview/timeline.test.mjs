@@ -1,12 +1,12 @@
 // The timeline webview in Debian's chromium: the real bundle and panel HTML under the panel's
 // CSP, fed recorded-style event batches through window.postMessage like VS Code does.
-/* global window, document, getComputedStyle */
+/* global window, document, getComputedStyle, Event */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import {
-  artifacts, encoderScript, ensureArtifacts, eventMessages, genObserveSession, genSession, launchBrowser, nodeSide, openPanel,
-  redPixelsAround, startServer,
+  artifacts, encoderScript, ensureArtifacts, eventMessages, genObserveSession, genSession, launchBrowser, markPixels, nodeSide,
+  openPanel, rampColour, redPixelsAround, startServer, themeRgb,
 } from './harness.mjs';
 
 const session = genSession(3000, 7);
@@ -16,6 +16,15 @@ const pendingHeld = faults.filter((f) => f.held && !resolvedSeqs.has(f.seq));
 // Observe mode (the program's own handler): 512 faults, page 200 forgotten by the handler.
 const observed = genObserveSession(512, { forget: 200 });
 const observedFaults = observed.events.filter((e) => e.event === 'fault');
+// Four faults far apart in a 16-page region, one of each kind and a held one: marks to probe pixel by pixel.
+const probeFaults = [['missing', 3000], ['wp', 2e5], ['minor', 5e6], ['missing', null]].map(([kind, latencyNs], k) => {
+  const page = 0x7f0000000000 + (2 + 4 * k) * 4096;
+  const f = { event: 'fault', seq: k + 1, t: 1e12 + k * 1e6, addr: `0x${(page + 8).toString(16)}`, page: `0x${page.toString(16)}`,
+    access: kind === 'wp' ? 'write' : 'read', kind, tid: 77, held: latencyNs === null };
+  return latencyNs === null ? f : { ...f, ioctl: kind === 'wp' ? 'UFFDIO_WRITEPROTECT' : 'UFFDIO_ZEROPAGE', latencyNs };
+});
+const probeSession = [{ event: 'region', action: 'add',
+  region: { start: '0x7f0000000000', end: '0x7f0000010000', via: 'mmap', name: 'probe' } }, ...probeFaults];
 
 let server;
 let browser;
@@ -557,6 +566,76 @@ describe('timeline webview', { timeout: 180000 }, () => {
     assert.ok(side <= 5 + secs + 2, `side panels at most once a second: ${side} in ${secs.toFixed(1)} s`);
     await settle(p);
     assert.equal((await p.stats()).drawn.visible, 40000);
+    await clean(p);
+    await p.page.close();
+  });
+
+  it('draws each mark in the colour of its latency at its size, again after theme and device pixel ratio changes', async () => {
+    const p = await openPanel(browser.context, server.origin, 'dark');
+    await feed(p, probeSession);
+    const s = await p.stats();
+    assert.equal(s.drawn.mode, 'shapes');
+    assert.deepEqual([s.drawn.visible, s.drawn.held], [4, 1]);
+    // Device pixels a mark covers (CSS px² × dpr²): circle r 3.5, 6 px square, triangle 8 wide
+    // 7 high; the held fault's ring (r 6, 1.5 wide) on top of its circle. How far from the centre
+    // each reaches (CSS px): the circle's radius, the square's and triangle's corners, the ring's edge.
+    const area = { missing: Math.PI * 3.5 ** 2, wp: 36, minor: 28 };
+    const ring = 2 * Math.PI * 6 * 1.5;
+    const reach = { missing: 3.5, wp: 3 * Math.SQRT2, minor: 5, held: 6.75 };
+    const near = (px, want, tol) => px.slice(0, 3).every((c, j) => Math.abs(c - want[j]) <= tol);
+    const check = async (label, dpr) => {
+      for (const f of probeFaults) {
+        const what = `${label}: seq ${f.seq} (${f.kind}${f.held ? ', held' : ''})`;
+        const want = f.held ? await themeRgb(p.page, '--vscode-charts-purple') : await rampColour(p.page, f.latencyNs);
+        const m = await markPixels(p.page, f.seq);
+        assert.equal(m.dpr, dpr, `${what}: canvas at ${dpr} device px per CSS px`);
+        // The pixel holding the centre is inside every mark; its neighbours inside a circle or square.
+        const centre = f.kind === 'minor' ? [[0, 0]] : [[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]];
+        for (const [dx, dy] of centre) {
+          const px = m.px(dx, dy);
+          assert.ok(px[3] === 255 && near(px, want, 3), `${what}: ${px} at the centre ${dx},${dy}, want ${want}`);
+        }
+        let inMark = 0;
+        let outside = 0;
+        for (let dy = -m.half; dy <= m.half; dy++) {
+          for (let dx = -m.half; dx <= m.half; dx++) {
+            const px = m.px(dx, dy);
+            if (px[3] > 200 && near(px, want, 40)) inMark++;
+            // Beyond the mark (and the held fault's ring) only the lane's grey shading and grid lines;
+            // 1.5 px to spare for antialiasing and for where in the probed pixel the centre lies.
+            const r = Math.hypot(dx, dy) / dpr;
+            const saturated = px[3] > 100 && Math.max(...px.slice(0, 3)) - Math.min(...px.slice(0, 3)) > 40;
+            if (r > reach[f.held ? 'held' : f.kind] + 1.5 && saturated) outside++;
+          }
+        }
+        const expect = (area[f.kind] + (f.held ? ring : 0)) * dpr * dpr;
+        assert.ok(inMark > expect * 0.65 && inMark < expect * 1.3, `${what}: ${inMark} px of its colour, want about ${expect.toFixed(0)}`);
+        assert.equal(outside, 0, `${what}: ${outside} coloured px beyond the mark`);
+        if (f.held) assert.ok(near(m.px(Math.round(6 * dpr), 0), want, 3), `${what}: ring at 6 px: ${m.px(Math.round(6 * dpr), 0)}`);
+      }
+    };
+    await check('dark', 1);
+    // New theme colours (VS Code sends {type:'theme'}): the marks are drawn in them.
+    await p.page.evaluate(() => {
+      const set = (name, v) => document.documentElement.style.setProperty(`--vscode-charts-${name}`, v);
+      set('blue', '#ff00ff'); set('green', '#00ffff'); set('yellow', '#ffff00'); set('orange', '#ff8000'); set('red', '#ff0000');
+      set('purple', '#00ff00');
+    });
+    await p.send({ type: 'theme' });
+    await settle(p);
+    await check('new theme', 1);
+    // The window moves to a screen with 2 device pixels per CSS pixel: marks drawn for it, same size in CSS px.
+    const cdp = await p.page.context().newCDPSession(p.page);
+    await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1400, height: 900, deviceScaleFactor: 2, mobile: false });
+    await p.page.evaluate(() => window.dispatchEvent(new Event('resize'))); // as a browser does when the ratio changes
+    await p.page.waitForFunction(() => {
+      const cv = document.getElementById('chart');
+      return cv.width === 2 * cv.getBoundingClientRect().width;
+    }, null, { timeout: 10000 });
+    await settle(p);
+    await check('2 device px per CSS px', 2);
+    await cdp.send('Emulation.clearDeviceMetricsOverride');
+    await cdp.detach();
     await clean(p);
     await p.page.close();
   });
