@@ -14,6 +14,7 @@ import {
   WAIT_CONDITION_SYNTAX,
 } from '../core/observeDebug';
 import { hex } from '../core/procfs';
+import { rangeInfo, WatchIds } from './dataBreakpoints';
 import { answerFilters, StopFrames } from './observeShared';
 
 /** What the observe branch needs from the DAP session that owns it. */
@@ -212,25 +213,12 @@ export class ObserveRequests {
         what = `VMA ${hex(v.start)}-${hex(v.end)} ${v.name}`;
       }
     }
-    if (!range) {
-      response.body = {
-        dataId: null,
-        description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…) or a mapping name of the observed program ([heap], …).',
-      };
-    } else {
-      const pages = (range[1] - range[0]) / 4096n;
-      response.body = {
-        dataId: `${hex(range[0])}-${hex(range[1])}`,
-        description: `${what} (${pages} page${pages === 1n ? '' : 's'})`,
-        accessTypes: ['read', 'write', 'readWrite'],
-        canPersist: true,
-      };
-    }
+    response.body = rangeInfo(range, what,
+      'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…) or a mapping name of the observed program ([heap], …).');
     this.host.sendResponse(response);
   }
 
-  private watchIds = new Map<string, number>();
-  private nextWatchId = 1;
+  private watchIds = new WatchIds();
 
   setDataBreakpoints(response: DebugProtocol.SetDataBreakpointsResponse, args: DebugProtocol.SetDataBreakpointsArguments,
     parse: (text: string, bytes?: number) => [bigint, bigint] | null): void {
@@ -239,12 +227,7 @@ export class ObserveRequests {
       const r = parse(bp.dataId);
       if (!r) return { verified: false, message: `'${bp.dataId}' is not an address range` };
       const access = bp.accessType ?? 'readWrite';
-      const key = `${bp.dataId}/${access}`;
-      let id = this.watchIds.get(key);
-      if (id === undefined) {
-        id = this.nextWatchId++;
-        this.watchIds.set(key, id);
-      }
+      const id = this.watchIds.idFor(bp.dataId, access);
       watches.push({ id, start: r[0], end: r[1], access });
       const pages = (r[1] - r[0]) / 4096n;
       const which = access === 'read' ? 'read faults' : access === 'write' ? 'write faults' : 'faults';

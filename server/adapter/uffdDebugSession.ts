@@ -15,6 +15,7 @@ import {
 import { regionLabel } from '../core/summary';
 import { availableFilters, resolutionsFor } from '../core/capabilities';
 import { dapFrames } from './frames';
+import { rangeInfo, WatchIds } from './dataBreakpoints';
 import { describeEvent, EVENT_FILTERS } from '../core/filters';
 import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
@@ -605,8 +606,7 @@ export class UffdDebugSession extends LoggingDebugSession {
     return this.session.pid;
   }
 
-  private watchIds = new Map<string, number>();
-  private nextWatchId = 1;
+  private watchIds = new WatchIds();
 
   protected override dataBreakpointInfoRequest(response: DebugProtocol.DataBreakpointInfoResponse,
     args: DebugProtocol.DataBreakpointInfoArguments): void {
@@ -646,21 +646,8 @@ export class UffdDebugSession extends LoggingDebugSession {
         }
       }
     }
-    if (!range) {
-      response.body = {
-        dataId: null,
-        description: 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…), a mapping name ([heap], libc.so), ' +
-          'or a variable that denotes memory (Fault address/page, VMA or Region range).',
-      };
-    } else {
-      const pages = (range[1] - range[0]) / 4096n;
-      response.body = {
-        dataId: `${hex(range[0])}-${hex(range[1])}`,
-        description: `${what} (${pages} page${pages === 1n ? '' : 's'})`,
-        accessTypes: ['read', 'write', 'readWrite'],
-        canPersist: true,
-      };
-    }
+    response.body = rangeInfo(range, what, 'Not memory: data breakpoints take an address (0x…), a range (0x…-0x…), a mapping name ' +
+      '([heap], libc.so), or a variable that denotes memory (Fault address/page, VMA or Region range).');
     this.sendResponse(response);
   }
 
@@ -676,12 +663,7 @@ export class UffdDebugSession extends LoggingDebugSession {
         continue;
       }
       const access = bp.accessType ?? 'write';
-      const key = `${bp.dataId}/${access}`;
-      let id = this.watchIds.get(key);
-      if (id === undefined) {
-        id = this.nextWatchId++;
-        this.watchIds.set(key, id);
-      }
+      const id = this.watchIds.idFor(bp.dataId, access);
       watches.push({ id, start: r[0], end: r[1], access });
       const pages = (r[1] - r[0]) / 4096n;
       const how = access === 'read' ? 'the first touch of each unpopulated page (a missing fault)'
