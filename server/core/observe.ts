@@ -13,8 +13,8 @@ import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { FaultEvent, Hex, ResolvedEvent } from '../protocol/messages';
 import {
-  CTL_HELLO, encodeControl, encodeResolve, HEADER_SIZE, hexOf, newIoctlRecord, ObsCmd, ObsIoctl, ObsRead, ObsRecord, ObsResolve,
-  readIoctlInto, RecordDecoder, ResolveHowCode, ResolveOp,
+  CTL_HELLO, encodeControl, encodeResolve, HEADER_SIZE, hexOf, IOCTL, IOCTL_RUN, newIoctlRecord, ObsCmd, ObsIoctl, ObsRead, ObsRecord,
+  ObsResolve, readIoctlInto, readRunInto, readRunIoctlInto, RecordDecoder, ResolveHowCode, ResolveOp,
   STOP_IOCTL_ERROR, STOP_MINOR, STOP_MISSING, STOP_WP, UffdHow,
 } from '../protocol/observe';
 
@@ -179,6 +179,8 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   private allSpaces: Space[] = [];
   private byDebugger: ObserveSummary['byDebugger'] = [];
   private lastSpace: { pid: number; uffd: number; key: string; space: Space } | null = null;
+  /** feedInPlace's one ioctl record. */
+  private scratch = newIoctlRecord();
 
   feed(r: ObsRecord): void {
     this.pids.add(r.pid);
@@ -355,8 +357,29 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
   }
 
   /**
+   * feed() of the `ioctl` or `ioctl run` record at `at` of `b`, read in place into one object
+   * (no allocation per ioctl; a run's start addresses are formatted only for the events that
+   * name them). Returns how many ioctl records it stood for; 0: another type, decode it.
+   */
+  feedInPlace(b: Buffer, at: number, len: number): number {
+    const type = b.readUInt16LE(at);
+    const r = this.scratch;
+    if (type === IOCTL) {
+      if (len < HEADER_SIZE + 64) return 0; // decodeRecord names the problem
+      this.feedIoctl(r, readIoctlInto(b, at, r, false));
+      return 1;
+    }
+    if (type !== IOCTL_RUN) return 0;
+    const n = readRunInto(b, at, r);
+    this.pids.add(r.pid);
+    for (let i = 0; i < n; i++) this.ioctl(r, '', readRunIoctlInto(b, at, i, r, false, false));
+    return n;
+  }
+
+  /**
    * feed() of an ioctl record whose start address is already a number (ObserveSession reads
-   * these in place: `r` may be reused once this returns, nothing keeps it).
+   * these in place: `r` may be reused once this returns, nothing keeps it). `r.start` may be ''
+   * (not formatted): events that name the start format `startAddr`.
    */
   feedIoctl(r: ObsIoctl, startAddr: number): void {
     this.pids.add(r.pid);
@@ -373,11 +396,11 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
     }
     const end = r.t + r.durNs;
     const start = pageOf(startAddr);
-    const rkey = s.eagain.size ? `${r.op}:${r.start}` : '';
+    const rkey = s.eagain.size ? `${r.op}:${r.start || hex(startAddr)}` : '';
     if (rkey && s.eagain.has(rkey)) {
       s.eagain.delete(rkey);
       this.counts.retries++;
-      this.emit('event', { type: 'event', event: 'retry', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start });
+      this.emit('event', { type: 'event', event: 'retry', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start || hex(startAddr) });
     }
     const places = r.op === 'COPY' || r.op === 'ZEROPAGE' || r.op === 'CONTINUE' || r.op === 'MOVE' || r.op === 'POISON';
     // Bytes actually done: the whole range on success, the ioctl's own count on a partial failure.
@@ -391,7 +414,8 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
         else { this.counts.pushed++; pushedPages++; }
       }
       if (pushedPages) {
-        this.emit('event', { type: 'event', event: 'push', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start, pages: pushedPages });
+        this.emit('event', { type: 'event', event: 'push', t: r.t, pid: r.pid, uffd: s.id, op: r.op, start: r.start || hex(startAddr),
+          pages: pushedPages });
       }
       const dontwake = (r.op === 'COPY' || r.op === 'ZEROPAGE' || r.op === 'CONTINUE' || r.op === 'POISON') &&
         (r.mode & UFFDIO_COPY_MODE_DONTWAKE) !== 0;
@@ -416,7 +440,7 @@ export class ObserveAnalyzer extends EventEmitter<{ event: [ObserveEvent] }> {
     } else {
       this.counts.ioctlErrors++;
       this.emit('event', { type: 'event', event: 'ioctlError', t: r.t, pid: r.pid, tid: r.tid, uffd: s.id, op: r.op,
-        start: r.start, len: r.len, errno: r.errno ?? 'E?' });
+        start: r.start || hex(startAddr), len: r.len, errno: r.errno ?? 'E?' });
     }
     if (r.stopped) {
       this.emit('event', { type: 'event', event: 'stopped', t: r.t, pid: r.pid, tid: r.tid, readSeq: r.seq, faults: [],
@@ -589,15 +613,13 @@ export class ObserveSession extends EventEmitter<ObserveSessionEvents> {
       this.analyzer.feed(r);
       if (r.type === 'resolve') this.settleResolve(r);
     };
-    // UFFDIO_COPY and friends are most records: read in place into one object, unless someone
-    // keeps records ('record' listeners get their own).
-    const ioctl = newIoctlRecord();
+    // UFFDIO_COPY and friends are most records: read in place, unless someone keeps records
+    // ('record' listeners get their own).
     const inPlace = (b: Buffer, at: number, len: number): boolean => {
-      if (b.readUInt16LE(at) !== 8 || len < HEADER_SIZE + 64 || this.listenerCount('record')) return false;
-      const start = readIoctlInto(b, at, ioctl, false);
-      this.records++;
-      this.analyzer.feedIoctl(ioctl, start);
-      return true;
+      if (this.listenerCount('record')) return false;
+      const n = this.analyzer.feedInPlace(b, at, len);
+      this.records += n;
+      return n > 0;
     };
     chan.on('data', (chunk: Buffer) => {
       try {

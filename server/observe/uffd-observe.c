@@ -331,15 +331,9 @@ static void flusher_start(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* emit_urgent without the fork check: child_init's own record. */
-static void emit_rec(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t,
-		     int urgent)
+/* Fills in the header of a record about to be appended. */
+static void fill_hdr(struct obs_hdr *h, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t)
 {
-	struct obs_hdr *h = rec;
-	int was_empty;
-
-	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
-		return;
 	h->type = type;
 	h->len = (uint16_t)len;
 	h->pid = my_pid;
@@ -349,11 +343,24 @@ static void emit_rec(void *rec, uint16_t type, size_t len, int fd, uint32_t id, 
 	if (!h->seq)
 		h->seq = atomic_fetch_add(&rec_seq, 1) + 1;
 	h->t = t;
-	pthread_mutex_lock(&out_mu);
+}
+
+/*
+ * Where the last record appended to out_buf starts: valid while out_len is last_off plus that
+ * record's length (a flush or child_init empties the buffer, every append moves it).
+ */
+static size_t last_off;
+
+/* Appends a record whose header is filled in. Called with out_mu held; returns with it held. */
+static void append_locked(const void *rec, size_t len, int urgent)
+{
+	int was_empty;
+
 	while (out_len + len > OUT_BUF)
 		flush_locked(NULL);
 	was_empty = out_len == 0;
 	memcpy(out_buf + out_len, rec, len);
+	last_off = out_len;
 	out_len += len;
 	/* No thread of ours in a process that has no userfaultfd (nor in a fork's handler). */
 	if (!urgent && !flusher_state && atomic_load_explicit(&any_tracked, memory_order_relaxed))
@@ -363,6 +370,17 @@ static void emit_rec(void *rec, uint16_t type, size_t len, int fd, uint32_t id, 
 		flush_locked(NULL);
 	else if (was_empty)
 		pthread_cond_signal(&out_cv);
+}
+
+/* emit_urgent without the fork check: child_init's own record. */
+static void emit_rec(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t,
+		     int urgent)
+{
+	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
+		return;
+	fill_hdr(rec, type, len, fd, id, t);
+	pthread_mutex_lock(&out_mu);
+	append_locked(rec, len, urgent);
 	pthread_mutex_unlock(&out_mu);
 }
 
@@ -376,6 +394,115 @@ static void emit_urgent(void *rec, uint16_t type, size_t len, int fd, uint32_t i
 static void emit(void *rec, uint16_t type, size_t len, int fd, uint32_t id, uint64_t t)
 {
 	emit_urgent(rec, type, len, fd, id, t, 0);
+}
+
+/*
+ * Runs of ioctls (wire.h, OBS_IOCTL_RUN). A handler pushing pages in the background makes long
+ * runs of UFFDIO_COPY of consecutive pages, one thread after another: instead of a 96-byte
+ * record each, an ioctl that continues the run the last record of the batch holds adds 8 bytes
+ * to it. Only records that nobody waits for are merged (successful, not stopped, not urgent),
+ * only into the record just before in the batch being filled, under out_mu: the channel carries
+ * the same records in the same order, at the same time. Anything unusual starts a new record.
+ */
+struct ioctl_rec {
+	struct obs_hdr h;
+	struct obs_ioctl b;
+};
+
+struct run_head {
+	struct obs_hdr h;
+	struct obs_ioctl_run b;
+};
+
+/* Below 2^52, start + i * len and src + i * src_step are exact in the reader's doubles. */
+#define RUN_ADDR_LIMIT	(1ull << 52)
+
+static int run_member(const struct obs_ioctl *b)
+{
+	return (b->op == _UFFDIO_COPY || b->op == _UFFDIO_ZEROPAGE || b->op == _UFFDIO_CONTINUE) &&
+	       !b->flags && !b->result && !b->err && b->len && b->done >= 0 &&
+	       (uint64_t)b->done == b->len && b->dur <= UINT32_MAX &&
+	       b->start < RUN_ADDR_LIMIT && b->src < RUN_ADDR_LIMIT;
+}
+
+/*
+ * Called with out_mu held and r's header filled in: merges r into the last record of the batch
+ * when that record is an ioctl (or a run) r continues. Returns 1 when merged.
+ */
+static int run_extend(const struct ioctl_rec *r)
+{
+	struct run_head run;
+	struct obs_run_entry e;
+	char *at = out_buf + last_off;
+	uint64_t dt;
+
+	if (flusher_state <= 0 || last_off >= out_len || !run_member(&r->b))
+		return 0;
+	/* The buffer is only char: records are read and written with memcpy. */
+	memcpy(&run.h, at, sizeof(run.h));
+	if (last_off + run.h.len != out_len || run.h.pid != r->h.pid || run.h.tid != r->h.tid ||
+	    run.h.fd != r->h.fd || run.h.uffd != r->h.uffd || r->h.seq <= run.h.seq ||
+	    r->h.t < run.h.t || r->h.t - run.h.t > UINT32_MAX)
+		return 0;
+	dt = r->h.t - run.h.t;
+	e.dt = (uint32_t)dt;
+	e.dur = (uint32_t)r->b.dur;
+	if (run.h.type == OBS_IOCTL) {
+		struct ioctl_rec prev;
+		struct obs_run_entry first;
+
+		/* A run of two is exactly as long as the ioctl record it replaces. */
+		_Static_assert(sizeof(run) + 2 * sizeof(e) == sizeof(prev), "run of two != ioctl");
+		memcpy(&prev, at, sizeof(prev));
+		if (!run_member(&prev.b) || prev.b.op != r->b.op || prev.b.mode != r->b.mode ||
+		    prev.b.len != r->b.len || r->h.seq != prev.h.seq + 1 ||
+		    r->b.start != prev.b.start + prev.b.len ||
+		    (r->b.op != _UFFDIO_COPY && r->b.src != prev.b.src))
+			return 0;
+		run.h.type = OBS_IOCTL_RUN;
+		run.h.len = sizeof(prev);
+		run.b.op = prev.b.op;
+		run.b.count = 2;
+		run.b.start = prev.b.start;
+		run.b.len = prev.b.len;
+		run.b.mode = prev.b.mode;
+		run.b.src = prev.b.src;
+		run.b.src_step = (int64_t)(r->b.src - prev.b.src);
+		first.dt = 0;
+		first.dur = (uint32_t)prev.b.dur;
+		memcpy(at, &run, sizeof(run));
+		memcpy(at + sizeof(run), &first, sizeof(first));
+		memcpy(at + sizeof(run) + sizeof(first), &e, sizeof(e));
+		return 1;
+	}
+	if (run.h.type != OBS_IOCTL_RUN)
+		return 0;
+	memcpy(&run.b, at + sizeof(run.h), sizeof(run.b));
+	if (run.b.op != r->b.op || run.b.mode != r->b.mode || run.b.len != r->b.len ||
+	    r->h.seq != run.h.seq + run.b.count ||
+	    r->b.start != run.b.start + run.b.count * run.b.len ||
+	    r->b.src != run.b.src + run.b.count * (uint64_t)run.b.src_step ||
+	    run.b.count >= OBS_RUN_MAX || out_len + sizeof(e) > OUT_BUF)
+		return 0;
+	memcpy(out_buf + out_len, &e, sizeof(e));
+	out_len += sizeof(e);
+	run.h.len += sizeof(e);
+	run.b.count++;
+	memcpy(at, &run, sizeof(run));
+	return 1;
+}
+
+/* emit() of a resolving ioctl record: it may extend a run instead. */
+static void emit_ioctl(struct ioctl_rec *r, int fd, uint32_t id, uint64_t t)
+{
+	fork_check();
+	if (!atomic_load_explicit(&chan_ok, memory_order_relaxed))
+		return;
+	fill_hdr(&r->h, OBS_IOCTL, sizeof(*r), fd, id, t);
+	pthread_mutex_lock(&out_mu);
+	if (!run_extend(r))
+		append_locked(r, sizeof(*r), 0);
+	pthread_mutex_unlock(&out_mu);
 }
 
 /*
@@ -929,10 +1056,7 @@ static long do_ioctl(int via_syscall, int fd, unsigned long req, void *arg)
 static void note_range_ioctl(int fd, uint32_t id, uint32_t op, const void *arg, int r, int err,
 			     uint64_t t, uint64_t dur)
 {
-	struct {
-		struct obs_hdr h;
-		struct obs_ioctl b;
-	} rec = { 0 };
+	struct ioctl_rec rec = { 0 };
 	union {
 		struct uffdio_range range;
 		struct uffdio_copy copy;
@@ -1021,7 +1145,7 @@ static void note_range_ioctl(int fd, uint32_t id, uint32_t op, const void *arg, 
 			stop_wait(slot, fd, id);
 		return;
 	}
-	emit(&rec, OBS_IOCTL, sizeof(rec), fd, id, t);
+	emit_ioctl(&rec, fd, id, t);
 }
 
 static long observed_ioctl(int via_syscall, int fd, uint32_t id, unsigned long req, void *arg)

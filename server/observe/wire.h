@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#define OBS_VERSION	1
+#define OBS_VERSION	2	/* 2: OBS_IOCTL_RUN */
 #define OBS_MAX_RECORD	4096
 
 enum obs_type {
@@ -28,6 +28,7 @@ enum obs_type {
 	OBS_SEND = 11,		/* a userfaultfd is being sent over SCM_RIGHTS (or failed to be) */
 	OBS_CONTINUED = 12,	/* a thread stopped after a read runs again */
 	OBS_RESOLVE = 13,	/* the library's answer to OBS_CMD_RESOLVE */
+	OBS_IOCTL_RUN = 14,	/* consecutive OBS_IOCTL records of one thread, merged */
 };
 
 /* How a userfaultfd appeared (OBS_UFFD.how). */
@@ -151,6 +152,32 @@ struct obs_ioctl {
 	int32_t err;
 	uint64_t dur;		/* ns */
 };
+
+/*
+ * OBS_IOCTL_RUN: count (>= 2) successful ioctls of one thread that would have been
+ * consecutive OBS_IOCTL records, with nothing between them on the channel: the same pid, tid,
+ * fd, uffd, op (COPY, ZEROPAGE, CONTINUE), mode and len; result 0, err 0, done == len, flags 0.
+ * Ioctl i (from 0) has seq hdr.seq + i, t hdr.t + runs[i].dt, start start + i * len, src
+ * src + i * src_step (COPY; else 0) and duration runs[i].dur: the records are rebuilt exactly.
+ * The record is count entries long after the body: 80 + 8 * count bytes.
+ */
+struct obs_ioctl_run {
+	uint32_t op;
+	uint32_t count;
+	uint64_t start;		/* the first ioctl's */
+	uint64_t len;		/* every ioctl's (and its done) */
+	uint64_t mode;
+	uint64_t src;		/* the first ioctl's */
+	int64_t src_step;	/* src of ioctl i + 1 minus src of ioctl i */
+};
+
+struct obs_run_entry {
+	uint32_t dt;		/* t - hdr.t, ns */
+	uint32_t dur;		/* ns */
+};
+
+#define OBS_RUN_MAX	((OBS_MAX_RECORD - sizeof(struct obs_hdr) - sizeof(struct obs_ioctl_run)) / \
+			 sizeof(struct obs_run_entry))
 
 struct obs_close {
 	int32_t result;

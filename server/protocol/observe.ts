@@ -4,7 +4,8 @@
 import { constants as osConstants } from 'node:os';
 import type { Access, FaultKind, Hex } from './messages';
 
-export const OBSERVE_VERSION = 1;
+/** 2: the library merges runs of ioctls (`ioctl run` records); streams of version 1 decode alike. */
+export const OBSERVE_VERSION = 2;
 export const HEADER_SIZE = 32;
 export const MAX_RECORD = 4096;
 const MSG_SIZE = 32;
@@ -139,6 +140,12 @@ const HOW: Record<number, UffdHow> = { 1: 'syscall', 2: 'dev', 3: 'scm', 4: 'for
 const VIA: Record<number, ReadVia> = { 1: 'read', 2: 'readv', 3: 'syscall-read', 4: 'syscall-readv', 5: '__read_chk' };
 const OPS: Record<number, ResolveOp> = { 2: 'WAKE', 3: 'COPY', 4: 'ZEROPAGE', 5: 'MOVE', 6: 'WRITEPROTECT', 7: 'CONTINUE', 8: 'POISON' };
 const BODY_SIZE: Record<number, number> = { 1: 272, 2: 8, 3: 24, 4: 40, 5: 40, 6: 40, 7: 24, 8: 64, 9: 8, 10: 8, 11: 8, 12: 8, 13: 48 };
+/** Record types read in place (ObserveAnalyzer.feedInPlace). */
+export const IOCTL = 8;
+/** `ioctl run` (wire.h OBS_IOCTL_RUN): a 48-byte body, then (dt, duration) per ioctl, 8 bytes each. */
+export const IOCTL_RUN = 14;
+const RUN_BODY = 48;
+const RUN_ENTRY = 8;
 
 // The first name wins: EAGAIN, not EWOULDBLOCK; EDEADLK, not EDEADLOCK.
 const ERRNO_NAMES = new Map<number, string>();
@@ -199,6 +206,9 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
   const uffd = b.readUInt32LE(at + 16);
   const seq = b.readUInt32LE(at + 20);
   const t = u64(b, at + 24);
+  if (type === IOCTL_RUN) {
+    throw new Error('observe channel: an ioctl run record stands for several ioctl records: decode it with decodeRun');
+  }
   const need = BODY_SIZE[type];
   if (need === undefined) throw new Error(`observe channel: unknown record type ${type} (length ${len})`);
   if (len < HEADER_SIZE + need) throw new Error(`observe channel: record type ${type} is ${len} bytes, needs ${HEADER_SIZE + need}`);
@@ -296,6 +306,69 @@ export function readIoctlInto(b: Buffer, at: number, r: ObsIoctl, src = true): n
   return start;
 }
 
+/**
+ * Reads the fields every ioctl of the run record at `at` shares into `r` (pid, tid, fd, uffd,
+ * op, len, mode, done, result, errno, stopped) and returns how many ioctls it holds. Throws on
+ * a malformed run. Then readRunIoctlInto fills in each ioctl's own fields.
+ */
+export function readRunInto(b: Buffer, at: number, r: ObsIoctl): number {
+  const len = b.readUInt16LE(at + 2);
+  const o = at + HEADER_SIZE;
+  const count = len >= HEADER_SIZE + RUN_BODY ? b.readUInt32LE(o + 4) : -1;
+  if (count < 1 || len !== HEADER_SIZE + RUN_BODY + count * RUN_ENTRY) {
+    throw new Error(`observe channel: ioctl run record of ${len} bytes says ${count} ioctls`);
+  }
+  const op = OPS[b.readUInt32LE(o)];
+  if (!op) throw new Error(`observe channel: unknown ioctl number ${b.readUInt32LE(o)}`);
+  r.pid = b.readUInt32LE(at + 4);
+  r.tid = b.readUInt32LE(at + 8);
+  r.fd = b.readInt32LE(at + 12);
+  r.uffd = b.readUInt32LE(at + 16);
+  r.op = op;
+  r.len = u64(b, o + 16);
+  r.mode = u64(b, o + 24);
+  r.done = r.len;
+  r.result = 0;
+  r.errno = null;
+  r.stopped = false;
+  return count;
+}
+
+/**
+ * Sets ioctl `i` of the run record at `at` in `r` (seq, t, durNs, start, src; readRunInto set the
+ * rest) and returns its start address. As in readIoctlInto, `src` false leaves `src` alone;
+ * `start` false sets `start` to '' (the analyzer formats the address only when an event needs it).
+ */
+export function readRunIoctlInto(b: Buffer, at: number, i: number, r: ObsIoctl, src = true, start = true): number {
+  const o = at + HEADER_SIZE;
+  const e = o + RUN_BODY + i * RUN_ENTRY;
+  const len = u64(b, o + 16);
+  const addr = u64(b, o + 8) + i * len;
+  // t as u64() reads the ioctl's own t: the same double even above 2^53 ns.
+  let lo = b.readUInt32LE(at + 24) + b.readUInt32LE(e);
+  let hi = b.readUInt32LE(at + 28);
+  if (lo >= 4294967296) { lo -= 4294967296; hi++; }
+  r.seq = b.readUInt32LE(at + 20) + i;
+  r.t = lo + hi * 4294967296;
+  r.durNs = b.readUInt32LE(e + 4);
+  r.start = start ? hex(addr) : '';
+  if (src) r.src = hex(u64(b, o + 32) + i * s64(b, o + 40));
+  return addr;
+}
+
+/** The ioctl records an `ioctl run` record stands for, exactly as if they had come one by one. */
+export function decodeRun(b: Buffer, at = 0): ObsIoctl[] {
+  const first = newIoctlRecord();
+  const n = readRunInto(b, at, first);
+  const out: ObsIoctl[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = i ? { ...first } : first;
+    readRunIoctlInto(b, at, i, r);
+    out.push(r);
+  }
+  return out;
+}
+
 /** Cuts the channel's byte stream into records; keeps a partial record for the next chunk. */
 export class RecordDecoder {
   private pending: Buffer = EMPTY;
@@ -307,8 +380,9 @@ export class RecordDecoder {
   }
 
   /**
-   * As push, handing each record to `fn` as it is decoded (no array per chunk). `inPlace` sees
-   * each whole record first, at `at` of `b` (valid during the call only): true when it took it.
+   * As push, handing each record to `fn` as it is decoded (no array per chunk); an `ioctl run`
+   * as the ioctl records it stands for, one by one. `inPlace` sees each whole record first
+   * (runs included), at `at` of `b` (valid during the call only): true when it took it.
    */
   each(chunk: Buffer, fn: (r: ObsRecord) => void, inPlace?: (b: Buffer, at: number, len: number) => boolean): void {
     const b = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
@@ -321,6 +395,12 @@ export class RecordDecoder {
       if (b.length - off < len) break;
       if (inPlace && inPlace(b, off, len)) {
         off += len;
+        continue;
+      }
+      if (b.readUInt16LE(off) === IOCTL_RUN) {
+        const rs = decodeRun(b, off);
+        off += len;
+        for (const r of rs) fn(r);
         continue;
       }
       const r = decodeRecord(b, off);
