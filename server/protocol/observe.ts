@@ -210,14 +210,22 @@ export function decodeRecord(b: Buffer, at = 0): ObsRecord {
     throw new Error('observe channel: an ioctl run record stands for several ioctl records: decode it with decodeRun');
   }
   const need = BODY_SIZE[type];
-  if (need === undefined) throw new Error(`observe channel: unknown record type ${type} (length ${len})`);
+  if (need === undefined) {
+    throw new Error(`observe channel: unknown record type ${type} (length ${len}): the library may be newer than this adapter ` +
+      `(it reads channel versions 1 to ${OBSERVE_VERSION}); rebuild both (npm run build)`);
+  }
   if (len < HEADER_SIZE + need) throw new Error(`observe channel: record type ${type} is ${len} bytes, needs ${HEADER_SIZE + need}`);
   const o = at + HEADER_SIZE;
   switch (type) {
     case 1: {
+      const version = b.readUInt32LE(o);
+      if (version > OBSERVE_VERSION) {
+        throw new Error(`observe channel: the library speaks version ${version}, this adapter reads versions 1 to ${OBSERVE_VERSION}: ` +
+          'they come from different builds; rebuild both (npm run build)');
+      }
       const raw = b.subarray(o + 16, o + 272);
       const nul = raw.indexOf(0);
-      return { pid, tid, fd, uffd, seq, t, type: 'hello', version: b.readUInt32LE(o), ppid: b.readUInt32LE(o + 4),
+      return { pid, tid, fd, uffd, seq, t, type: 'hello', version, ppid: b.readUInt32LE(o + 4),
         pageSize: b.readUInt32LE(o + 8), stopMask: b.readUInt32LE(o + 12),
         exe: raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8') };
     }

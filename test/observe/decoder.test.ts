@@ -62,6 +62,15 @@ function copyRec(seq: number, t: number, dst: bigint, len: number, result = 0, e
 }
 
 describe('observe channel decoder', () => {
+  it('names a library of a newer channel version, and an unknown record type, with what to do', () => {
+    const hello = header(1, 32 + 272, 1, 10);
+    hello.writeUInt32LE(99, 32);
+    assert.throws(() => decodeRecord(hello, 0), /library speaks version 99, this adapter reads versions 1 to \d+: .*rebuild both \(npm run build\)/);
+    hello.writeUInt32LE(1, 32);
+    assert.equal((decodeRecord(hello, 0) as { version: number }).version, 1, 'an older library is read');
+    assert.throws(() => decodeRecord(header(77, 40, 1, 10), 0), /unknown record type 77 .*rebuild both/);
+  });
+
   it('decodes records split at every byte', () => {
     const stream = Buffer.concat([uffdRec(1), registerRec(2, 0x10000n, 0x4000), readRec(3, 5000, [0x10008n, 0x11000n]),
       copyRec(4, 6000, 0x10000n, 4096)]);
