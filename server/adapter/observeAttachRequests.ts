@@ -35,6 +35,8 @@ const COMMANDS = 'threads, uffds, blocked, summary, help';
 type Ref = { kind: 'blocked'; tid: number } | { kind: 'registers'; tid: number } | { kind: 'uffds' } | { kind: 'uffd'; fd: number };
 
 export class ObserveAttachRequests {
+  /** The Debug Console commands of this mode (for completions). */
+  readonly commands = COMMANDS.split(', ');
   readonly core = new PassiveObserveSession();
   private refs = new Handles<Ref>();
   private readonly stops = new StopFrames((tid) => this.core.stack(tid));
@@ -100,7 +102,7 @@ export class ObserveAttachRequests {
       this.host.sendResponse(response);
       this.host.sendEvent(new CapabilitiesEvent({
         exceptionBreakpointFilters: OBSERVE_ATTACH_FILTERS, supportsDataBreakpoints: false, supportsReadMemoryRequest: false,
-        supportsWriteMemoryRequest: false, supportsCompletionsRequest: false,
+        supportsWriteMemoryRequest: false,
       }));
       this.host.sendEvent(new InitializedEvent());
     } catch (e) {

@@ -48,6 +48,8 @@ export const OBSERVE_FILTERS: DebugProtocol.ExceptionBreakpointsFilter[] = [
 type Ref = { kind: 'fault'; tid: number } | { kind: 'registers'; tid: number } | { kind: 'uffds' };
 
 export class ObserveRequests {
+  /** The Debug Console commands of this mode (for completions). */
+  readonly commands = ['summary', 'threads', 'stopped', 'help'];
   readonly core = new ObserveDebugSession();
   private refs = new Handles<Ref>();
   private readonly stops = new StopFrames((tid) => this.core.stack(tid));

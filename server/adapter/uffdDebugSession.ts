@@ -704,7 +704,8 @@ export class UffdDebugSession extends LoggingDebugSession {
   protected override completionsRequest(response: DebugProtocol.CompletionsResponse, args: DebugProtocol.CompletionsArguments): void {
     const typed = args.text.slice(0, args.column - 1);
     response.body = {
-      targets: completeConsoleCommand(typed).map((label) => ({ label, type: 'function', start: 0, length: typed.length })),
+      // Observe modes have their own few commands.
+      targets: completeConsoleCommand(typed, this.observe?.commands).map((label) => ({ label, type: 'function', start: 0, length: typed.length })),
     };
     this.sendResponse(response);
   }

@@ -238,8 +238,8 @@ export async function runConsoleCommand(s: FaultSession, line: string, ctx: Cons
 }
 
 /** Command names that start with what was typed (the DAP completions request). */
-export function completeConsoleCommand(text: string): string[] {
+export function completeConsoleCommand(text: string, names: readonly string[] = Object.keys(COMMANDS)): string[] {
   const word = text.trimStart();
   if (word.includes(' ')) return [];
-  return Object.keys(COMMANDS).filter((n) => n.startsWith(word));
+  return names.filter((n) => n.startsWith(word));
 }

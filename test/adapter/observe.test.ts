@@ -61,6 +61,8 @@ describe('observe mode through the adapter', { timeout: 180_000 }, () => {
     assert.ok(me, `thread ${tid} listed: ${JSON.stringify(threads.body.threads)}`);
     assert.match(me.name, /pc-handler/);
     assert.ok(threads.body.threads.some((t) => /pc-worker-0/.test(t.name)), 'workers listed');
+    // Debug Console completions are this mode's commands.
+    assert.deepEqual((await h.dc.completionsRequest({ text: 's', column: 2 })).body.targets.map((t) => t.label), ['summary', 'stopped']);
     const st = await h.dc.stackTraceRequest({ threadId: tid });
     const names = st.body.stackFrames.map((f) => f.name);
     const fns = demoFunctions();

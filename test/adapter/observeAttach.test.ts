@@ -186,6 +186,9 @@ describe('passive observe attach through the adapter', { timeout: 120_000 }, () 
     const th = await h.dc.evaluateRequest({ expression: 'threads', context: 'repl' });
     assert.match(th.body.result, new RegExp(`^${tid} pc-worker-\\d S handle_userfault {2}blocked on a userfaultfd fault`, 'm'));
     await assert.rejects(h.dc.evaluateRequest({ expression: 'maps', context: 'repl' }), /not a passive observe attach command: threads, uffds/);
+    // Completions offer this mode's commands, not the direct mode's.
+    assert.deepEqual((await h.dc.completionsRequest({ text: 'b', column: 2 })).body.targets.map((t) => t.label), ['blocked']);
+    assert.deepEqual((await h.dc.completionsRequest({ text: 'ma', column: 3 })).body.targets, []);
     await assert.rejects(h.dc.pauseRequest({ threadId: tid }), /cannot pause/);
 
     // The registered range went to the timeline, and nothing per fault.
