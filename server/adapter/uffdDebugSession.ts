@@ -21,7 +21,7 @@ import { readMemory, writeMemory, PartialWriteError } from '../core/memory';
 import { regionVariables } from '../core/regionInfo';
 import { basename, locationLabel, readUserRegs, registerViews, Symbolizer } from '../core/symbolize';
 import { AddrRange, FaultEvent, FlagSet, HelperEvent, ResolveArgs, TrackSelector } from '../protocol/messages';
-import { OBSERVE_FILTERS, ObserveRequests } from './observeRequests';
+import { OBSERVE_FILTERS, ObserveHost, ObserveRequests } from './observeRequests';
 import { OBSERVE_ATTACH_FILTERS, ObserveAttachRequests } from './observeAttachRequests';
 
 export interface UffdLaunchArguments extends DebugProtocol.LaunchRequestArguments, Omit<LaunchConfig, 'helperPath'> {
@@ -241,12 +241,17 @@ export class UffdDebugSession extends LoggingDebugSession {
     this.sendResponse(response);
   }
 
+  /** What an observe branch (launch or passive attach) needs from this session. */
+  private observeHost(timeline: boolean): ObserveHost {
+    return {
+      sendEvent: (e) => this.sendEvent(e), sendResponse: (r) => this.sendResponse(r), fail: (r, id, e) => this.fail(r, id, e),
+      timeline: (e) => { if (timeline) this.timeline.push(e); }, flushTimeline: () => this.timeline.flush(), end: () => this.end(),
+    };
+  }
+
   protected override async launchRequest(response: DebugProtocol.LaunchResponse, args: UffdLaunchArguments): Promise<void> {
     if (args.observe) {
-      this.observe = new ObserveRequests({
-        sendEvent: (e) => this.sendEvent(e), sendResponse: (r) => this.sendResponse(r), fail: (r, id, e) => this.fail(r, id, e),
-        timeline: (e) => { if (args.timeline !== false) this.timeline.push(e); }, flushTimeline: () => this.timeline.flush(), end: () => this.end(),
-      });
+      this.observe = new ObserveRequests(this.observeHost(args.timeline !== false));
       this.observe.launch(response, { ...args, helperPath: process.env.UFFD_HELPER });
       return;
     }
@@ -279,10 +284,7 @@ export class UffdDebugSession extends LoggingDebugSession {
 
   protected override async attachRequest(response: DebugProtocol.AttachResponse, args: UffdAttachArguments): Promise<void> {
     if (args.observe) {
-      this.observe = new ObserveAttachRequests({
-        sendEvent: (e) => this.sendEvent(e), sendResponse: (r) => this.sendResponse(r), fail: (r, id, e) => this.fail(r, id, e),
-        timeline: (e) => { if (args.timeline !== false) this.timeline.push(e); }, flushTimeline: () => this.timeline.flush(), end: () => this.end(),
-      });
+      this.observe = new ObserveAttachRequests(this.observeHost(args.timeline !== false));
       this.observe.attach(response, args);
       return;
     }

@@ -13,7 +13,7 @@ import { constants } from 'node:os';
 import type { TimelineInput } from './batcher';
 import { ConditionError, FilterCondition, FilterRequest, FilterResult } from './filters';
 import { countHit, parseObserveCondition, ThreadStacks, WAIT_CONDITION_SYNTAX } from './observeDebug';
-import { hex, listTasks, readMaps, readSmaps, TaskInfo, uffdModes, vmaName } from './procfs';
+import { hex, listTasks, readMaps, readSmaps, statFields, TaskInfo, uffdModes, vmaName } from './procfs';
 import { parseSyscallFile, Symbolizer } from './symbolize';
 import type { StackBody } from '../protocol/messages';
 
@@ -90,14 +90,6 @@ export function decodeUffdIoctls(mask: bigint): string[] {
   const out: string[] = [];
   for (let bit = 0; bit < 64; bit++) if ((mask >> BigInt(bit)) & 1n) out.push(UFFD_IOCTL_BITS[bit] ?? `bit ${bit}`);
   return out;
-}
-
-/** The fields of /proc/PID/stat after the comm, as numbered in proc(5): field(3) is the state. */
-function statFields(text: string): (n: number) => string {
-  const close = text.lastIndexOf(')');
-  if (close < 0) throw new Error(`unexpected stat text: ${text.slice(0, 80)}`);
-  const f = text.slice(close + 2).trim().split(/\s+/);
-  return (n) => f[n - 3] ?? '';
 }
 
 /** A waitpid(2) status (stat field 52 of a zombie) as an exit code or a signal name. */

@@ -191,14 +191,22 @@ export function parseStat(text: string): { tid: number; name: string; state: str
   };
 }
 
+/**
+ * The fields of a /proc/PID/stat text after the comm (which may hold spaces and parentheses), as
+ * numbered in proc(5): field(3) is the state, '' past the end.
+ */
+export function statFields(text: string): (n: number) => string {
+  const close = text.lastIndexOf(')');
+  if (close < 0) throw new Error(`unexpected stat text: ${text.slice(0, 80)}`);
+  const f = text.slice(close + 2).trim().split(/\s+/);
+  return (n) => f[n - 3] ?? '';
+}
+
 /** `start_brk` (field 47 of /proc/PID/stat): where the heap begins; it only grows up from there. */
 export function parseStartBrk(text: string): bigint | null {
-  const close = text.lastIndexOf(')');
-  if (close < 0) return null;
-  // Fields after the comm start at field 3 (state).
-  const f = text.slice(close + 2).trim().split(/\s+/);
-  const v = f[47 - 3];
-  return v && /^\d+$/.test(v) ? BigInt(v) : null;
+  if (text.lastIndexOf(')') < 0) return null;
+  const v = statFields(text)(47);
+  return /^\d+$/.test(v) ? BigInt(v) : null;
 }
 
 export function readStartBrk(pid: number): bigint | null {
