@@ -334,16 +334,13 @@ export function genObserveSession(n, { forget = Math.floor(n / 2), seed = 5, wai
 
 /** Pixels of the theme's red (--vscode-charts-red) within 12 px of fault seq's mark in the panel's chart;
  * `target`: the panel's page, or its frame inside VS Code. */
-export function redPixelsAround(target, seq) {
-  return target.evaluate((q) => {
+export async function redPixelsAround(target, seq) {
+  const red = await themeRgb(target, '--vscode-charts-red');
+  return target.evaluate(([q, red]) => {
     const cv = document.getElementById('chart');
     const box = cv.getBoundingClientRect();
     const dpr = cv.width / box.width;
     const at = window.__timeline.pixelOf(q);
-    const probe = document.createElement('canvas').getContext('2d');
-    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--vscode-charts-red').trim();
-    probe.fillRect(0, 0, 1, 1);
-    const red = probe.getImageData(0, 0, 1, 1).data;
     const R = 12;
     const img = cv.getContext('2d').getImageData(Math.round((at.x - box.left - R) * dpr), Math.round((at.y - box.top - R) * dpr),
       Math.round(2 * R * dpr), Math.round(2 * R * dpr)).data;
@@ -352,7 +349,7 @@ export function redPixelsAround(target, seq) {
       if (img[k + 3] > 200 && Math.abs(img[k] - red[0]) + Math.abs(img[k + 1] - red[1]) + Math.abs(img[k + 2] - red[2]) < 40) n++;
     }
     return n;
-  }, seq);
+  }, [seq, red]);
 }
 
 /**
